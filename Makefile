@@ -1,0 +1,55 @@
+# facegate: the two README commands are `make demo` and `make test`.
+# Every target installs what it needs (apt packages, venv, models) by itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CACHE ?= $(HOME)/.cache/facegate
+BUILD_VENV := $(CACHE)/build-venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := mosquitto mosquitto-clients python3-venv openssl
+
+.PHONY: install apt-deps models test lint demo bench clean
+
+# System packages (mosquitto for the demo and the integration tests). Skipped when present.
+apt-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: apt-deps $(BIN)/.installed
+
+# TensorFlow lives only in this build venv, outside the work tree, and is reused across clones.
+$(BUILD_VENV)/.installed: scripts/build_requirements.txt
+	$(PYTHON) -m venv $(BUILD_VENV)
+	$(BUILD_VENV)/bin/pip install -q --upgrade pip
+	$(BUILD_VENV)/bin/pip install -q -r scripts/build_requirements.txt
+	cp scripts/build_requirements.txt $@
+
+models: $(BUILD_VENV)/.installed
+	$(BUILD_VENV)/bin/python scripts/build_models.py --cache $(CACHE) --out models
+
+test: install models
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check daemon scripts tests
+	$(BIN)/ruff format --check daemon scripts tests
+	$(BIN)/mypy
+
+demo: install models
+	$(BIN)/python scripts/demo.py
+
+bench: install models
+	$(BIN)/facegate bench --models models
+
+clean:
+	rm -rf $(VENV) .demo models/*.tflite models/built.json models/data
