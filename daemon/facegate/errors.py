@@ -47,3 +47,7 @@ class ModelError(FacegateError):
 
 class GalleryError(FacegateError):
     """The gallery is missing, corrupt, or was built with another model: refuse to match."""
+
+
+class CameraError(FacegateError):
+    """A camera or frame source cannot be opened or read; the message says what to check."""
