@@ -1,0 +1,137 @@
+"""The door bus seam: what the service needs from MQTT, plus an in-memory fake for tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from facegate.mqtt.signing import sign
+
+DEFAULT_VERIFY_TIMEOUT_S: Final = 5.0
+MAX_VERIFY_TIMEOUT_S: Final = 60.0
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    """A 1:1 claim from a badge or keypad: check the next frames against ``identity``."""
+
+    door: str
+    request_id: str
+    identity: str
+    timeout_s: float
+
+
+VerifyHandler = Callable[[VerifyRequest], None]
+
+
+class DoorBus(ABC):
+    """Publish decisions and unlocks to door controllers; receive 1:1 verify claims.
+
+    Methods are synchronous and thread-safe; the verify handler runs on the bus's own
+    thread and must return quickly (hand the request over, do not process it there).
+    """
+
+    def start(self) -> None:  # noqa: B027 - optional hook, a no-op for fakes
+        """Begin connecting; returns at once (connection happens in the background)."""
+
+    @abstractmethod
+    def set_verify_handler(self, handler: VerifyHandler | None) -> None:
+        """Route incoming, validated verify requests to ``handler``."""
+
+    @abstractmethod
+    def publish_event(self, door: str, event: Mapping[str, object]) -> None:
+        """Publish a decision on ``<prefix>/<door>/event``; never lost across outages."""
+
+    @abstractmethod
+    def publish_unlock(
+        self, door: str, person: str, event_id: str, ttl_s: float | None = None
+    ) -> dict[str, object]:
+        """Sign and publish an expiring unlock; return the payload as sent."""
+
+    @abstractmethod
+    def publish_verify_result(self, door: str, result: Mapping[str, object]) -> None:
+        """Answer a verify request on ``<prefix>/<door>/verify/result``."""
+
+    @abstractmethod
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Announce offline, wait (bounded) for pending acks, disconnect."""
+
+
+def new_event_id() -> str:
+    """A fresh, globally unique event id."""
+    return uuid.uuid4().hex
+
+
+@dataclass
+class RecordingDoorBus(DoorBus):
+    """In-memory DoorBus for service tests: records everything, signs like the real one."""
+
+    key: bytes = b"0" * 32
+    clock: Callable[[], float] = time.time
+    default_ttl_s: float = 5.0
+    events: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+    unlocks: list[dict[str, object]] = field(default_factory=list)
+    results: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+    closed: bool = False
+    handler: VerifyHandler | None = None
+    _seq: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def set_verify_handler(self, handler: VerifyHandler | None) -> None:
+        self.handler = handler
+
+    def publish_event(self, door: str, event: Mapping[str, object]) -> None:
+        with self._lock:
+            self.events.append((door, dict(event)))
+
+    def publish_unlock(
+        self, door: str, person: str, event_id: str, ttl_s: float | None = None
+    ) -> dict[str, object]:
+        with self._lock:
+            self._seq += 1
+            payload = build_unlock(
+                self.key,
+                door,
+                person,
+                event_id,
+                self._seq,
+                self.clock(),
+                ttl_s or self.default_ttl_s,
+            )
+            self.unlocks.append(payload)
+            return payload
+
+    def publish_verify_result(self, door: str, result: Mapping[str, object]) -> None:
+        with self._lock:
+            self.results.append((door, dict(result)))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self.closed = True
+
+    def inject_verify(self, request: VerifyRequest) -> None:
+        """Simulate a verify request arriving from a controller."""
+        if self.handler is not None:
+            self.handler(request)
+
+
+def build_unlock(
+    key: bytes, door: str, person: str, event_id: str, seq: int, now: float, ttl_s: float
+) -> dict[str, object]:
+    """The signed unlock payload of the MQTT contract."""
+    # Millisecond precision keeps the canonical JSON reproducible in other languages.
+    ts = round(now, 3)
+    payload: dict[str, object] = {
+        "door": door,
+        "person": person,
+        "event_id": event_id,
+        "seq": seq,
+        "ts": ts,
+        "expires_at": round(ts + ttl_s, 3),
+    }
+    payload["sig"] = sign(payload, key)
+    return payload

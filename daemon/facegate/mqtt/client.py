@@ -1,0 +1,477 @@
+"""MqttPublisher: the DoorBus over paho-mqtt 2.x (MQTT v5), backed by the on-disk journal.
+
+Delivery model: the journal is the only source of truth for unacknowledged messages.
+paho also keeps an in-memory queue and would resend it after a reconnect (possibly an
+unlock that has expired meanwhile), so every (re)connect first drops paho's queue and
+then resends the journal in seq order, skipping expired unlocks.
+
+Locking: ``_lock`` serialises journal appends with sends (keeps seq order on the wire)
+and may be held while calling paho. ``_acks`` (mid -> seq bookkeeping) is taken inside
+paho's on_publish, which runs with paho's message mutex held, so ``_acks`` is never held
+while calling paho; that ordering rules out a lock cycle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from paho.mqtt.client import (
+    MQTT_ERR_SUCCESS,
+    Client,
+    ConnectFlags,
+    DisconnectFlags,
+    MQTTMessage,
+)
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from facegate.config.mqtt import MqttConfig
+from facegate.errors import BadInputError
+from facegate.mqtt.bus import (
+    DEFAULT_VERIFY_TIMEOUT_S,
+    MAX_VERIFY_TIMEOUT_S,
+    DoorBus,
+    VerifyHandler,
+    VerifyRequest,
+    build_unlock,
+)
+from facegate.mqtt.journal import DEFAULT_MAX_BYTES, EntryKind, Journal, JournalEntry
+from facegate.mqtt.signing import load_signing_key
+
+logger = logging.getLogger(__name__)
+
+MAX_INCOMING_BYTES: Final = 4096
+MAX_ID_CHARS: Final = 128
+RESULT_TTL_S: Final = 30.0
+MAX_INFLIGHT: Final = 100
+
+
+def topic(prefix: str, door: str, kind: str) -> str:
+    """``<prefix>/<door>/<kind>``, e.g. facegate/front/unlock."""
+    return f"{prefix}/{door}/{kind}"
+
+
+def _dumps(payload: Mapping[str, object]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _expiry_interval_s(expires_at: float, now: float) -> int:
+    # MQTT expiry is whole seconds; round up so a valid unlock is never cut short by the
+    # broker. The signed expires_at stays the authority for controllers.
+    return max(1, math.ceil(expires_at - now))
+
+
+def check_door_id(door: str) -> None:
+    """Reject door ids that would break the topic tree."""
+    if not door or any(ch in door for ch in "/+#\x00"):
+        raise ValueError(f"invalid door id {door!r}: must be non-empty, without / + # or NUL")
+
+
+class MqttPublisher(DoorBus):
+    """Publishes events, signed unlocks and verify results; receives verify requests."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        device: str,
+        doors: Sequence[str],
+        journal_dir: Path,
+        signing_key: bytes | None = None,
+        clock: Callable[[], float] = time.time,
+        journal_max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        if not doors:
+            raise ValueError("MqttPublisher needs at least one door")
+        for door in doors:
+            check_door_id(door)
+        self._config = config
+        self._device = device
+        self._doors = tuple(doors)
+        self._prefix = config.topic_prefix
+        self._clock = clock
+        self._key = (
+            signing_key if signing_key is not None else load_signing_key(config.signing_key_file)
+        )
+        self._journal = Journal(
+            journal_dir,
+            max_entries=config.journal_max_entries,
+            max_bytes=journal_max_bytes,
+            clock=clock,
+        )
+        self._lock = threading.RLock()
+        self._acks = threading.Condition()
+        self._inflight: dict[int, int | None] = {}  # paho mid -> journal seq (None: status)
+        self._early_acks: set[int] = set()
+        self._connected = False
+        self._connected_event = threading.Event()
+        self._started = False
+        self._closed = False
+        self._failures = 0
+        self._verify_handler: VerifyHandler | None = None
+        self._client = self._make_client()
+
+    # -- DoorBus ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; paho reconnects by itself with capped backoff."""
+        cfg = self._config
+        logger.info("connecting to MQTT broker %s:%d as %s", cfg.host, cfg.port, self.client_id)
+        self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=True)
+        self._client.loop_start()
+        self._started = True
+
+    def set_verify_handler(self, handler: VerifyHandler | None) -> None:
+        self._verify_handler = handler
+
+    def publish_event(self, door: str, event: Mapping[str, object]) -> None:
+        self._check_known_door(door)
+        self._submit(EntryKind.EVENT, topic(self._prefix, door, "event"), _dumps(event))
+
+    def publish_unlock(
+        self, door: str, person: str, event_id: str, ttl_s: float | None = None
+    ) -> dict[str, object]:
+        self._check_known_door(door)
+        ttl = self._config.unlock_ttl_s if ttl_s is None else ttl_s
+        with self._lock:
+            seq = self._journal.next_seq()
+            payload = build_unlock(self._key, door, person, event_id, seq, self._clock(), ttl)
+            expires_at = payload["expires_at"]
+            assert isinstance(expires_at, float)
+            self._submit(
+                EntryKind.UNLOCK,
+                topic(self._prefix, door, "unlock"),
+                _dumps(payload),
+                seq=seq,
+                expires_at=expires_at,
+            )
+        logger.info("unlock door=%s person=%s seq=%d event_id=%s", door, person, seq, event_id)
+        return payload
+
+    def publish_verify_result(self, door: str, result: Mapping[str, object]) -> None:
+        self._check_known_door(door)
+        self._submit(
+            EntryKind.RESULT,
+            topic(self._prefix, door, "verify/result"),
+            _dumps(result),
+            expires_at=self._clock() + RESULT_TTL_S,
+        )
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Publish retained offline, wait up to ``timeout_s`` for acks, disconnect."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            connected = self._connected
+            if connected:
+                for door in self._doors:
+                    self._publish_status(door, "offline", reason="shutdown")
+        if connected and not self.wait_all_acked(timeout_s):
+            logger.warning(
+                "closing with %d unacknowledged message(s) kept in the journal", len(self._journal)
+            )
+        if self._started:
+            self._client.disconnect()
+            self._client.loop_stop()
+        logger.info("MQTT publisher closed")
+
+    # -- observability (tests, service health) ---------------------------------------------
+
+    @property
+    def client_id(self) -> str:
+        """The MQTT client id in use."""
+        return self._config.client_id or f"facegate-{self._device}"
+
+    @property
+    def journal(self) -> Journal:
+        """The on-disk journal (pending messages)."""
+        return self._journal
+
+    @property
+    def is_connected(self) -> bool:
+        """True between a successful CONNACK and the next disconnect."""
+        return self._connected
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Block until connected and the journal was resent; False on timeout."""
+        return self._connected_event.wait(timeout_s)
+
+    def wait_all_acked(self, timeout_s: float) -> bool:
+        """Block until the broker acknowledged everything sent; False on timeout."""
+        with self._acks:
+            return self._acks.wait_for(lambda: not self._inflight, timeout=timeout_s)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _check_known_door(self, door: str) -> None:
+        if door not in self._doors:
+            raise ValueError(f"unknown door {door!r}; configured: {', '.join(self._doors)}")
+
+    def _submit(
+        self,
+        kind: EntryKind,
+        topic_name: str,
+        payload: bytes,
+        *,
+        seq: int | None = None,
+        expires_at: float | None = None,
+    ) -> None:
+        with self._lock:
+            entry = self._journal.append(kind, topic_name, payload, seq=seq, expires_at=expires_at)
+            if self._closed:
+                logger.warning(
+                    "publisher closed: %s seq=%d kept for the next start", kind, entry.seq
+                )
+            elif self._connected:
+                self._send(entry)
+
+    def _send(self, entry: JournalEntry) -> None:
+        now = self._clock()
+        properties: Properties | None = None
+        if entry.expires_at is not None:
+            if entry.expired(now):
+                logger.info("not sending expired %s seq=%d", entry.kind, entry.seq)
+                self._journal.ack(entry.seq)
+                return
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.MessageExpiryInterval = _expiry_interval_s(entry.expires_at, now)
+        info = self._client.publish(
+            entry.topic, entry.payload, qos=1, retain=False, properties=properties
+        )
+        if info.rc == MQTT_ERR_SUCCESS:
+            self._track(info.mid, entry.seq)
+        else:
+            # Stays in the journal; the next on_connect resends it.
+            logger.debug("publish of seq=%d deferred: %s", entry.seq, info.rc)
+
+    def _publish_status(self, door: str, state: str, **extra: object) -> None:
+        payload = {"state": state, "device": self._device, "door": door, "ts": self._clock()}
+        payload.update(extra)
+        info = self._client.publish(
+            topic(self._prefix, door, "status"), _dumps(payload), qos=1, retain=True
+        )
+        if info.rc == MQTT_ERR_SUCCESS:
+            self._track(info.mid, None)
+
+    def _track(self, mid: int, seq: int | None) -> None:
+        with self._acks:
+            if mid in self._early_acks:
+                # PUBACK overtook the bookkeeping (fast local broker).
+                self._early_acks.discard(mid)
+                self._complete(seq)
+            else:
+                self._inflight[mid] = seq
+
+    def _complete(self, seq: int | None) -> None:
+        if seq is not None:
+            self._journal.ack(seq)
+        self._acks.notify_all()
+
+    # -- paho client and callbacks (run on paho's network thread) ---------------------------
+
+    def _make_client(self) -> Client:
+        cfg = self._config
+        client = Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        if cfg.username is not None:
+            password = _read_password(cfg.password_file) if cfg.password_file else None
+            client.username_pw_set(cfg.username, password)
+        if cfg.tls is not None:
+            _set_tls(client, cfg)
+        will = {
+            "state": "offline",
+            "device": self._device,
+            "door": self._doors[0],
+            "reason": "connection lost",
+        }
+        # MQTT allows one will per connection: it covers the first door.
+        client.will_set(topic(self._prefix, self._doors[0], "status"), _dumps(will), 1, True)
+        if len(self._doors) > 1:
+            logger.warning(
+                "last will covers door %s only (one will per connection)", self._doors[0]
+            )
+        client.reconnect_delay_set(
+            max(1, math.ceil(cfg.reconnect_min_s)), max(1, math.ceil(cfg.reconnect_max_s))
+        )
+        client.max_inflight_messages_set(MAX_INFLIGHT)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(
+        self,
+        client: Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            self._note_failure("broker refused the connection: %s", reason_code)
+            return
+        with self._lock:
+            # paho would resend its own copies; the journal is the one source of truth.
+            client.drop_out_messages()
+            with self._acks:
+                self._inflight.clear()
+                self._early_acks.clear()
+            client.subscribe(topic(self._prefix, "+", "verify"), qos=1)
+            for door in self._doors:
+                self._publish_status(door, "online")
+            pending = self._journal.pending()
+            for entry in pending:
+                self._send(entry)
+            self._connected = True
+        self._failures = 0
+        self._connected_event.set()
+        logger.info(
+            "MQTT connected to %s:%d; resent %d pending message(s)",
+            self._config.host,
+            self._config.port,
+            len(pending),
+        )
+
+    def _on_connect_fail(self, client: Client, userdata: Any) -> None:
+        self._note_failure(
+            "cannot connect to MQTT broker %s:%d", self._config.host, self._config.port
+        )
+
+    def _on_disconnect(
+        self,
+        client: Client,
+        userdata: Any,
+        flags: DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._connected = False
+        self._connected_event.clear()
+        if not self._closed:
+            self._note_failure("MQTT connection lost: %s; events are journaled", reason_code)
+
+    def _note_failure(self, message: str, *args: object) -> None:
+        # WARNING once per outage, then DEBUG, so a long outage does not flood the journal.
+        level = logging.WARNING if self._failures == 0 else logging.DEBUG
+        self._failures += 1
+        logger.log(level, message, *args)
+
+    def _on_publish(
+        self,
+        client: Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        with self._acks:
+            if mid not in self._inflight:
+                self._early_acks.add(mid)
+                return
+            seq = self._inflight.pop(mid)
+            if reason_code.is_failure:
+                # Retrying a refusal (e.g. ACL) would only block the journal.
+                logger.error("broker refused message seq=%s: %s; dropped", seq, reason_code)
+            self._complete(seq)
+
+    def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        request = parse_verify_request(
+            message.topic, bytes(message.payload), self._prefix, self._doors
+        )
+        handler = self._verify_handler
+        if request is None:
+            return
+        if handler is None:
+            logger.warning("verify request %s ignored: no handler", request.request_id)
+            return
+        try:
+            handler(request)
+        except Exception:
+            logger.exception("verify handler failed for request %s", request.request_id)
+
+
+def parse_verify_request(
+    topic_name: str, payload: bytes, prefix: str, doors: Sequence[str]
+) -> VerifyRequest | None:
+    """Validate an incoming ``<prefix>/<door>/verify`` message; log and return None if bad."""
+    door = _door_of(topic_name, prefix)
+    if door is None or door not in doors:
+        logger.warning("verify request on %r ignored: unknown door", topic_name[:200])
+        return None
+    if len(payload) > MAX_INCOMING_BYTES:
+        logger.warning("verify request for %s ignored: %d bytes", door, len(payload))
+        return None
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, ValueError):
+        logger.warning("verify request for %s ignored: not JSON", door)
+        return None
+    error = _verify_body_error(body)
+    if error is not None:
+        logger.warning("verify request for %s ignored: %s", door, error)
+        return None
+    timeout = body.get("timeout_s", DEFAULT_VERIFY_TIMEOUT_S)
+    return VerifyRequest(door, body["request_id"], body["identity"], float(timeout))
+
+
+def _door_of(topic_name: str, prefix: str) -> str | None:
+    head, tail = prefix + "/", "/verify"
+    if not (topic_name.startswith(head) and topic_name.endswith(tail)):
+        return None
+    door = topic_name[len(head) : -len(tail)]
+    return door if door and "/" not in door else None
+
+
+def _verify_body_error(body: object) -> str | None:
+    if not isinstance(body, dict):
+        return "not a JSON object"
+    for name in ("request_id", "identity"):
+        value = body.get(name)
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_CHARS:
+            return f"{name} must be a string of 1..{MAX_ID_CHARS} characters"
+    timeout = body.get("timeout_s", DEFAULT_VERIFY_TIMEOUT_S)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        return "timeout_s must be a number"
+    if not 0 < timeout <= MAX_VERIFY_TIMEOUT_S:
+        return f"timeout_s must be in (0, {MAX_VERIFY_TIMEOUT_S:g}]"
+    return None
+
+
+def _read_password(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except FileNotFoundError:
+        raise BadInputError(path, "password file not found", field="mqtt.password_file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(path, f"cannot read: {exc}", field="mqtt.password_file") from None
+
+
+def _set_tls(client: Client, cfg: MqttConfig) -> None:
+    tls = cfg.tls
+    assert tls is not None
+    try:
+        client.tls_set(
+            ca_certs=str(tls.ca_file),
+            certfile=str(tls.cert_file) if tls.cert_file else None,
+            keyfile=str(tls.key_file) if tls.key_file else None,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        # tls_set loads the files now: name them so the user knows what to fix.
+        files = ", ".join(str(p) for p in (tls.ca_file, tls.cert_file, tls.key_file) if p)
+        raise BadInputError(files, f"cannot load TLS files: {exc}", field="mqtt.tls") from None

@@ -1,0 +1,242 @@
+"""Signing and the reference unlock verifier: valid accepted, every kind of bad rejected."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from facegate.errors import BadInputError
+from facegate.mqtt import (
+    UnlockRejected,
+    UnlockVerifier,
+    build_unlock,
+    canonical_json,
+    load_signing_key,
+    sign,
+)
+
+KEY = bytes(range(32))
+NOW = 1_700_000_000.0
+
+
+class FakeClock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def unlock(
+    seq: int = 1,
+    event_id: str = "e1",
+    door: str = "front",
+    ttl: float = 5.0,
+    now: float = NOW,
+    key: bytes = KEY,
+) -> dict[str, object]:
+    return build_unlock(key, door, "alice", event_id, seq, now, ttl)
+
+
+def raw(payload: dict[str, object]) -> bytes:
+    return json.dumps(payload).encode()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def verifier(clock: FakeClock) -> UnlockVerifier:
+    return UnlockVerifier(KEY, "front", clock=clock)
+
+
+def test_canonical_json_sorted_compact_without_sig() -> None:
+    assert canonical_json({"b": 1, "a": "x", "sig": "zz"}) == b'{"a":"x","b":1}'
+
+
+def test_signature_is_hmac_sha256_over_canonical_json() -> None:
+    import hashlib
+    import hmac
+
+    payload = unlock()
+    expected = hmac.new(KEY, canonical_json(payload), hashlib.sha256).hexdigest()
+    assert payload["sig"] == expected == sign(payload, KEY)
+
+
+def test_valid_unlock_accepted(verifier: UnlockVerifier) -> None:
+    result = verifier.verify(raw(unlock()))
+    assert (result.door, result.person, result.seq, result.event_id) == ("front", "alice", 1, "e1")
+    assert result.expires_at == pytest.approx(NOW + 5)
+    assert verifier.last_seq == 1
+
+
+def test_accepts_increasing_sequence(verifier: UnlockVerifier) -> None:
+    for seq in (1, 2, 10):
+        verifier.verify(raw(unlock(seq=seq, event_id=f"e{seq}")))
+
+
+def reason_of(verifier: UnlockVerifier, payload: bytes) -> str:
+    with pytest.raises(UnlockRejected) as info:
+        verifier.verify(payload)
+    return info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("person", "mallory"),
+        ("door", "back"),
+        ("seq", 99),
+        ("expires_at", NOW + 3600.0),
+        ("event_id", "other"),
+    ],
+)
+def test_tampered_field_rejected(verifier: UnlockVerifier, field: str, value: object) -> None:
+    payload = unlock()
+    payload[field] = value
+    assert reason_of(verifier, raw(payload)) == "bad_signature"
+
+
+def test_wrong_key_rejected(verifier: UnlockVerifier) -> None:
+    assert reason_of(verifier, raw(unlock(key=b"k" * 32))) == "bad_signature"
+
+
+def test_wrong_door_rejected(verifier: UnlockVerifier) -> None:
+    assert reason_of(verifier, raw(unlock(door="back"))) == "wrong_door"
+
+
+def test_expired_rejected(verifier: UnlockVerifier, clock: FakeClock) -> None:
+    payload = raw(unlock(ttl=5))
+    clock.now = NOW + 5  # expires_at <= now is expired
+    assert reason_of(verifier, payload) == "expired"
+
+
+def test_future_timestamp_rejected(verifier: UnlockVerifier) -> None:
+    assert reason_of(verifier, raw(unlock(now=NOW + 60))) == "future_ts"
+
+
+def test_small_clock_skew_tolerated(verifier: UnlockVerifier) -> None:
+    verifier.verify(raw(unlock(now=NOW + 1)))
+
+
+def test_replayed_event_id_rejected(verifier: UnlockVerifier) -> None:
+    payload = raw(unlock())
+    verifier.verify(payload)
+    assert reason_of(verifier, payload) == "replayed"
+    assert reason_of(verifier, raw(unlock(seq=2, event_id="e1"))) == "replayed"
+
+
+def test_old_seq_rejected(verifier: UnlockVerifier) -> None:
+    verifier.verify(raw(unlock(seq=5, event_id="a")))
+    assert reason_of(verifier, raw(unlock(seq=5, event_id="b"))) == "stale_seq"
+    assert reason_of(verifier, raw(unlock(seq=4, event_id="c"))) == "stale_seq"
+
+
+def test_rejection_leaves_state_unchanged(verifier: UnlockVerifier) -> None:
+    reason_of(verifier, raw(unlock(seq=7, key=b"k" * 32)))
+    verifier.verify(raw(unlock(seq=1)))
+
+
+def test_replay_memory_is_bounded(clock: FakeClock) -> None:
+    verifier = UnlockVerifier(KEY, "front", clock=clock, replay_window=3)
+    for seq in range(1, 20):
+        verifier.verify(raw(unlock(seq=seq, event_id=f"e{seq}")))
+    assert len(verifier._seen) == 3
+    # Forgotten ids are still stopped by seq.
+    assert reason_of(verifier, raw(unlock(seq=1, event_id="e1"))) == "stale_seq"
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"", "bad_json"),
+        (b"\xff\xfe", "bad_json"),
+        (b"not json", "bad_json"),
+        (b"[1, 2]", "bad_json"),
+        (b'"text"', "bad_json"),
+        (b"{}", "missing_field"),
+        (b"x" * 5000, "too_large"),
+    ],
+)
+def test_garbage_rejected(verifier: UnlockVerifier, payload: bytes, reason: str) -> None:
+    assert reason_of(verifier, payload) == reason
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("seq", "1"),
+        ("seq", True),
+        ("seq", -1),
+        ("seq", 1.5),
+        ("ts", "now"),
+        ("ts", None),
+        ("expires_at", False),
+        ("person", 3),
+        ("person", ""),
+        ("door", None),
+    ],
+)
+def test_wrong_types_rejected(verifier: UnlockVerifier, field: str, value: object) -> None:
+    payload = unlock()
+    payload[field] = value
+    payload["sig"] = sign(payload, KEY)  # even correctly signed, the shape is wrong
+    assert reason_of(verifier, raw(payload)) == "bad_field"
+
+
+def test_missing_sig_rejected(verifier: UnlockVerifier) -> None:
+    payload = unlock()
+    del payload["sig"]
+    assert reason_of(verifier, raw(payload)) == "missing_field"
+
+
+def test_nan_rejected(verifier: UnlockVerifier) -> None:
+    text = raw(unlock()).replace(b'"ts": ' + str(NOW).encode(), b'"ts": NaN')
+    assert reason_of(verifier, text) in {"bad_field", "bad_signature"}
+
+
+def write_key(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.write_text(text)
+    os.chmod(path, mode)
+    return path
+
+
+def test_load_signing_key(tmp_path: Path) -> None:
+    path = write_key(tmp_path / "hmac.key", KEY.hex() + "\n")
+    assert load_signing_key(path) == KEY
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("zz" * 32, "not hex"), ("abcd", "at least 16"), ("", "at least 16")],
+)
+def test_bad_key_file_named(tmp_path: Path, text: str, message: str) -> None:
+    path = write_key(tmp_path / "hmac.key", text)
+    with pytest.raises(BadInputError, match=message) as info:
+        load_signing_key(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_key_file_named(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="not found") as info:
+        load_signing_key(tmp_path / "nope.key")
+    assert "nope.key" in str(info.value)
+
+
+def test_world_readable_key_warns_without_leaking(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_key(tmp_path / "hmac.key", KEY.hex(), mode=0o644)
+    assert load_signing_key(path) == KEY
+    assert "chmod 600" in caplog.text
+    assert KEY.hex() not in caplog.text
+
+
+def test_verifier_refuses_short_key() -> None:
+    with pytest.raises(ValueError):
+        UnlockVerifier(b"short", "front")
