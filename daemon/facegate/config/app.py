@@ -1,0 +1,281 @@
+"""`facegate.yaml`: device, cameras, recognition thresholds, models, paths, MQTT, logging."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from facegate.config.loader import located_error
+from facegate.config.mqtt import MqttConfig
+
+DOOR_ID_PATTERN: Final = r"^[a-z0-9_-]{1,32}$"
+URL_SCHEMES: Final = frozenset({"rtsp", "rtsps", "http", "https"})
+# The EER point measured on the 5-celebrity data (int8) is L2 1.26; stay clear of it.
+MAX_THRESHOLD: Final = 1.2
+
+DoorId = Annotated[str, StringConstraints(pattern=DOOR_ID_PATTERN)]
+SourceKind = Literal["picamera2", "device", "url", "file", "folder"]
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+class CameraSource(BaseModel):
+    """Where frames come from, parsed from the `source:` string of a camera.
+
+    `value` is the picamera2 camera number (int), a device index (int) or device path
+    (str, `/dev/...`), a URL (str), or a video file / image folder (Path, anchored at
+    the YAML file's directory by the loader).
+    """
+
+    model_config = _FROZEN
+
+    kind: SourceKind = Field(description="picamera2 | device | url | file | folder")
+    value: int | str | Path = Field(description="camera number, device, URL or path")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paths_are_paths(cls, raw: Any) -> Any:
+        # An explicit {kind: file, value: x.mp4} must anchor like a parsed one.
+        if isinstance(raw, dict) and raw.get("kind") in ("file", "folder"):
+            value = raw.get("value")
+            if isinstance(value, str):
+                return {**raw, "value": Path(value)}
+        return raw
+
+    @classmethod
+    def parse(cls, raw: object) -> CameraSource:
+        """`picamera2[:N]`, an int/digit string, `/dev/...`, a URL or a file/folder path."""
+        if isinstance(raw, bool) or not isinstance(raw, int | str):
+            raise ValueError("source must be a string or a device number")
+        if isinstance(raw, int) or raw.strip().isdigit():
+            return cls(kind="device", value=int(raw))
+        text = raw.strip()
+        if not text:
+            raise ValueError("source must not be empty")
+        if text == "picamera2" or text.startswith("picamera2:"):
+            return cls(kind="picamera2", value=_picamera_number(text))
+        if text.startswith("/dev/"):
+            return cls(kind="device", value=text)
+        scheme = _SCHEME.match(text)
+        if scheme:
+            if scheme.group(1).lower() not in URL_SCHEMES:
+                raise ValueError(f"URL scheme must be one of {sorted(URL_SCHEMES)}")
+            return cls(kind="url", value=text)
+        # Decided without touching the disk (validation is pure): a trailing "/" or no
+        # extension means a folder of images; check-config tests that it exists.
+        path = Path(text)
+        is_folder = text.endswith("/") or not path.suffix
+        return cls(kind="folder" if is_folder else "file", value=path)
+
+    def __str__(self) -> str:
+        if self.kind == "picamera2":
+            return f"picamera2:{self.value}"
+        return str(self.value)
+
+
+def _picamera_number(text: str) -> int:
+    _, _, number = text.partition(":")
+    if not number:
+        return 0
+    if not number.isdigit():
+        raise ValueError("picamera2 camera number must be a non-negative integer")
+    return int(number)
+
+
+class CameraConfig(BaseModel):
+    """One camera watching one door."""
+
+    model_config = _FROZEN
+
+    door: DoorId = Field(
+        description="door id used in MQTT topics and enrollment doors: [a-z0-9_-], 1..32 chars"
+    )
+    source: CameraSource = Field(
+        default_factory=lambda: CameraSource(kind="picamera2", value=0),
+        description=(
+            "picamera2[:N] | device index (0) | /dev/videoN | rtsp(s)/http(s) URL | video file"
+            " | image folder (trailing / or no extension); paths relative to this YAML"
+        ),
+    )
+    fps: float = Field(default=10.0, ge=0.5, le=60, description="frames processed per second")
+    loop: bool = Field(default=False, description="video files: start again at the end (demo)")
+    mode: Literal["face", "card_and_face"] = Field(
+        default="face",
+        description="face: a recognised face unlocks; card_and_face: only a matched 1:1 claim",
+    )
+    rotate: Literal[0, 90, 180, 270] = Field(
+        default=0, description="clockwise rotation of the image, degrees"
+    )
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _parse_source(cls, raw: object) -> object:
+        # A mapping {kind, value} is accepted as is (explicit override of the guess).
+        return raw if isinstance(raw, dict | CameraSource) else CameraSource.parse(raw)
+
+
+class RecognitionConfig(BaseModel):
+    """When a face counts as a person: distance, margin, multi-frame agreement, quality."""
+
+    model_config = _FROZEN
+
+    threshold: float = Field(
+        default=0.9,
+        gt=0,
+        le=MAX_THRESHOLD,
+        description=(
+            "accept when the L2 distance between unit embeddings (0 same .. 2 opposite) is at"
+            f" most this; (0, {MAX_THRESHOLD}]. The equal-error point (L2 1.26 on the"
+            " 5-celebrity data, 3.8% false accepts) lets strangers in, so values near it are"
+            " refused outright; 0.9 accepted no impostor pair"
+        ),
+    )
+    margin: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="the second-best identity must be at least this much farther (L2), 0..1",
+    )
+    confirm_frames: int = Field(
+        default=3, ge=1, le=60, description="frames that must agree on a person, 1..60"
+    )
+    window: int = Field(
+        default=5, ge=1, le=120, description="of the last this many frames, >= confirm_frames"
+    )
+    min_face_px: int = Field(
+        default=80, ge=20, le=4000, description="smallest face box width embedded, pixels"
+    )
+    min_sharpness: float = Field(
+        default=20.0,
+        ge=0,
+        le=100000,
+        description="variance of the Laplacian of the aligned 160x160 grey face; 0 disables",
+    )
+    cooldown_s: float = Field(
+        default=10.0, ge=0, le=3600, description="no second unlock per person and door, seconds"
+    )
+    unknown_event_interval_s: float = Field(
+        default=5.0, ge=0, le=3600, description="at most one `unknown` event per door, seconds"
+    )
+    verify_timeout_s: float = Field(
+        default=5.0, gt=0, le=120, description="how long a 1:1 claim waits for a match, seconds"
+    )
+
+    @field_validator("window")
+    @classmethod
+    def _window_holds_confirm_frames(cls, window: int, info: ValidationInfo) -> int:
+        confirm = info.data.get("confirm_frames")
+        if confirm is not None and window < confirm:
+            raise ValueError(f"window must be >= confirm_frames ({confirm})")
+        return window
+
+
+class ModelsConfig(BaseModel):
+    """Where the built .tflite files are and how to run them."""
+
+    model_config = _FROZEN
+
+    dir: Path = Field(
+        default=Path("/var/lib/facegate/models"),
+        description="folder with the built models (make models); relative to this YAML",
+    )
+    embedder: Literal["int8", "float32"] = Field(
+        default="int8", description="int8: fast (use this); float32: accuracy reference"
+    )
+    threads: int = Field(default=2, ge=1, le=16, description="interpreter CPU threads")
+
+
+class WatchdogConfig(BaseModel):
+    """systemd watchdog: pings stop when frames stop."""
+
+    model_config = _FROZEN
+
+    stall_s: float = Field(
+        default=10.0, ge=1, le=600, description="no new frame for this long stops pings, seconds"
+    )
+
+
+class FacegateConfig(BaseModel):
+    """The whole of facegate.yaml."""
+
+    model_config = _FROZEN
+
+    device: str = Field(
+        default="facegate",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="this unit's name in events and the default MQTT client id",
+    )
+    cameras: list[CameraConfig] = Field(min_length=1, description="one camera per door")
+    recognition: RecognitionConfig = Field(default_factory=RecognitionConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    enrollment: Path = Field(
+        default=Path("enrollment.yaml"), description="enrollment file; relative to this YAML"
+    )
+    gallery: Path = Field(
+        default=Path("/var/lib/facegate/gallery.npz"), description="enrolled embeddings file"
+    )
+    journal: Path = Field(
+        default=Path("/var/lib/facegate/journal"),
+        description="folder of events not yet acknowledged by the broker",
+    )
+    mqtt: MqttConfig = Field(description="broker and unlock signing")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="DEBUG | INFO | WARNING | ERROR | CRITICAL"
+    )
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, raw: object) -> object:
+        return raw.upper() if isinstance(raw, str) else raw
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_doors(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        first: dict[str, int] = {}
+        for index, camera in enumerate(cameras):
+            if camera.door in first:
+                raise located_error(
+                    (index, "door"),
+                    f"door id is already used by cameras[{first[camera.door]}]",
+                    camera.door,
+                )
+            first[camera.door] = index
+        return cameras
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping_required(cls, raw: Any) -> Any:
+        # An empty YAML section (`recognition:`) reads as None; treat it as "all defaults".
+        if isinstance(raw, dict):
+            return {
+                key: ({} if value is None and key in _SECTIONS else value)
+                for key, value in raw.items()
+            }
+        return raw
+
+    def camera(self, door: str) -> CameraConfig:
+        """The camera of `door`; KeyError if there is none."""
+        for camera in self.cameras:
+            if camera.door == door:
+                return camera
+        raise KeyError(door)
+
+    @property
+    def door_ids(self) -> tuple[str, ...]:
+        return tuple(camera.door for camera in self.cameras)
+
+
+_SECTIONS: Final = frozenset({"recognition", "models", "watchdog"})
