@@ -1,0 +1,89 @@
+"""A folder of still images played back like a camera: sorted, paced at fps, optional loop."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+
+from facegate.camera.base import FrameSource, Pacer, RGBImage, SourceValue
+from facegate.errors import CameraError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+DEFAULT_FOLDER_FPS: Final = 10.0
+
+
+class ImageFolderSource(FrameSource):
+    """Images in a folder in sorted file-name order; unreadable images are skipped."""
+
+    def __init__(
+        self,
+        value: SourceValue,
+        *,
+        fps: float | None = DEFAULT_FOLDER_FPS,
+        loop: bool = False,
+        rotate: int = 0,
+        name: str | None = None,
+    ) -> None:
+        self._folder = Path(str(value))
+        super().__init__(name=name or self._folder.name, rotate=rotate)
+        self._loop = loop
+        self._pacer = Pacer(fps)
+        self._files: list[Path] = []
+        self._pos = 0
+
+    def describe(self) -> str:
+        return f"image folder {self._folder}"
+
+    def _open(self) -> None:
+        if not self._folder.is_dir():
+            raise CameraError(
+                f"image folder {self._folder} does not exist or is not a directory"
+                " (check the camera source in facegate.yaml)"
+            )
+        try:
+            entries = sorted(self._folder.iterdir())
+        except OSError as exc:
+            raise CameraError(f"cannot list image folder {self._folder}: {exc}") from exc
+        self._files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        if not self._files:
+            raise CameraError(
+                f"image folder {self._folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
+        self._pos = 0
+        self._pacer.reset()
+
+    def _read(self) -> RGBImage | None:
+        # Bounded so that a folder of only corrupt images ends in an error, not a spin.
+        for _ in range(len(self._files)):
+            if self._pos >= len(self._files):
+                if not self._loop:
+                    return None
+                self._pos = 0
+            path = self._files[self._pos]
+            self._pos += 1
+            image = _load_rgb(path)
+            if image is not None:
+                self._pacer.wait()
+                return image
+        raise CameraError(f"no readable image in folder {self._folder}")
+
+    def _close(self) -> None:
+        self._files = []
+
+
+def _load_rgb(path: Path) -> RGBImage | None:
+    """Decode an image upright (EXIF orientation applied) as RGB, or None if unreadable."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as raw:
+            upright = ImageOps.exif_transpose(raw)
+            return np.asarray(upright.convert("RGB"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        logger.warning("skipping unreadable image %s: %s", path, exc)
+        return None
