@@ -1,0 +1,172 @@
+"""The on-disk journal: restart recovery, bounds, expired unlocks, crash safety."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from facegate.mqtt.journal import SEQ_BLOCK, EntryKind, Journal
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def seqs(journal: Journal) -> list[int]:
+    return [entry.seq for entry in journal.pending()]
+
+
+def test_pending_survives_restart_in_order(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    for i in range(5):
+        journal.append(EntryKind.EVENT, "facegate/front/event", f'{{"i":{i}}}'.encode())
+    journal.ack(1)
+    reopened = Journal(tmp_path)
+    assert [e.payload for e in reopened.pending()] == [
+        b'{"i":0}',
+        b'{"i":2}',
+        b'{"i":3}',
+        b'{"i":4}',
+    ]
+    assert reopened.pending()[0].topic == "facegate/front/event"
+    assert reopened.bytes_used == 4 * len(b'{"i":0}')
+
+
+def test_ack_deletes_file(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    entry = journal.append(EntryKind.EVENT, "t", b"{}")
+    assert journal.ack(entry.seq)
+    assert not journal.ack(entry.seq)
+    assert len(journal) == 0
+    assert list(tmp_path.glob("0*.json")) == []
+    assert Journal(tmp_path).pending() == []
+
+
+def test_seq_keeps_increasing_across_restarts_even_when_empty(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    first = journal.next_seq()
+    entry = journal.append(EntryKind.EVENT, "t", b"{}")
+    journal.ack(entry.seq)
+    again = Journal(tmp_path)
+    later = again.next_seq()
+    assert later > entry.seq > first
+    # A whole block is skipped after a restart: gaps are fine, reuse never is.
+    assert later >= SEQ_BLOCK
+
+
+def test_seq_survives_many_blocks(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    last = 0
+    for _ in range(SEQ_BLOCK + 5):
+        last = journal.next_seq()
+    assert Journal(tmp_path).next_seq() > last
+
+
+def test_explicit_seq_must_increase(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    seq = journal.next_seq()
+    journal.append(EntryKind.UNLOCK, "t", b"{}", seq=seq)
+    with pytest.raises(ValueError):
+        journal.append(EntryKind.UNLOCK, "t", b"{}", seq=seq)
+
+
+def test_bound_drops_oldest_events_first(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    journal = Journal(tmp_path, max_entries=3, clock=clock)
+    result = journal.append(EntryKind.RESULT, "r", b"{}")
+    old_event = journal.append(EntryKind.EVENT, "e", b"{}")
+    new_event = journal.append(EntryKind.EVENT, "e", b"{}")
+    with caplog.at_level(logging.WARNING):
+        newest = journal.append(EntryKind.EVENT, "e", b"{}")
+    assert seqs(journal) == [result.seq, new_event.seq, newest.seq]
+    assert f"seq={old_event.seq}" in caplog.text
+    assert "journal full" in caplog.text
+    assert len(list(tmp_path.glob("0*.json"))) == 3
+
+
+def test_bound_never_exceeded(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, max_entries=10)
+    for _ in range(50):
+        journal.append(EntryKind.EVENT, "e", b"{}")
+    assert len(journal) == 10
+    assert len(Journal(tmp_path, max_entries=10)) == 10
+
+
+def test_byte_bound(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, max_bytes=1000)
+    for _ in range(30):
+        journal.append(EntryKind.EVENT, "e", b"x" * 100)
+    assert journal.bytes_used <= 1000
+    assert len(journal) == 10
+
+
+def test_bound_when_only_unlocks_left(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, max_entries=2)
+    entries = [journal.append(EntryKind.UNLOCK, "u", b"{}", expires_at=1e12) for _ in range(3)]
+    assert seqs(journal) == [entries[1].seq, entries[2].seq]
+
+
+def test_expired_unlock_dropped_never_returned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock(1000.0)
+    journal = Journal(tmp_path, clock=clock)
+    event = journal.append(EntryKind.EVENT, "e", b"{}")
+    unlock = journal.append(EntryKind.UNLOCK, "u", b"{}", expires_at=1005.0)
+    assert seqs(journal) == [event.seq, unlock.seq]
+    clock.now = 1005.0
+    with caplog.at_level(logging.INFO):
+        assert seqs(journal) == [event.seq]
+    assert "dropping expired unlock" in caplog.text
+    assert not journal.ack(unlock.seq)
+    # Also gone from disk: a restart does not bring it back.
+    assert seqs(Journal(tmp_path, clock=clock)) == [event.seq]
+
+
+def test_expired_unlock_dropped_after_restart(tmp_path: Path) -> None:
+    Journal(tmp_path, clock=FakeClock(1000.0)).append(
+        EntryKind.UNLOCK, "u", b"{}", expires_at=1005.0
+    )
+    assert Journal(tmp_path, clock=FakeClock(2000.0)).pending() == []
+
+
+def test_partially_written_entry_ignored(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    good = journal.append(EntryKind.EVENT, "e", b'{"ok":1}')
+    # A crash after write() but before rename leaves only a temp file.
+    (tmp_path / f"{good.seq + 1:020d}.json.tmp").write_bytes(b'{"v":1,"seq":')
+    reopened = Journal(tmp_path)
+    assert [e.payload for e in reopened.pending()] == [b'{"ok":1}']
+    assert list(tmp_path.glob("*.tmp")) == []
+    assert reopened.next_seq() > good.seq
+
+
+def test_corrupt_entry_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    journal = Journal(tmp_path)
+    good = journal.append(EntryKind.EVENT, "e", b'{"ok":1}')
+    bad = tmp_path / f"{good.seq + 1:020d}.json"
+    bad.write_bytes(b"\x00\x00garbage")
+    reopened = Journal(tmp_path)
+    assert seqs(reopened) == [good.seq]
+    assert bad.with_name(bad.name + ".corrupt").exists()
+    assert "unreadable" in caplog.text
+
+
+def test_corrupt_seq_file_falls_back_to_entries(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    entry = journal.append(EntryKind.EVENT, "e", b"{}")
+    (tmp_path / "seq.json").write_bytes(b"{broken")
+    assert Journal(tmp_path).next_seq() > entry.seq
+
+
+def test_directory_created_private(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "journal"
+    Journal(target)
+    assert target.is_dir()
+    assert target.stat().st_mode & 0o077 == 0
