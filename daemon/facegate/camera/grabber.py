@@ -254,6 +254,9 @@ class LatestFrameGrabber:
         try:
             source = self._factory()
             source.open()
+            # INFO once at start; later reopens are reported by the recovery line instead.
+            level = logging.INFO if attempt.number == 1 else logging.DEBUG
+            logger.log(level, "camera %s: opened %s", self._name, source.describe())
             while not attempt.cancelled:
                 frame = source.read()
                 if frame is None:
@@ -299,11 +302,16 @@ class LatestFrameGrabber:
             self._cond.notify_all()
 
     def _report_error(self, attempt: _Attempt, exc: Exception) -> None:
-        if not isinstance(exc, _EXPECTED_ERRORS):
-            logger.error("camera %s: unexpected error from the source", self._name, exc_info=exc)
         with self._cond:
             attempt.error = exc
+            first = self._failures == 0
             self._cond.notify_all()
+        if not isinstance(exc, _EXPECTED_ERRORS):
+            # A bug rather than a lost camera: the traceback once, then as for any retry.
+            level = logging.ERROR if first else logging.DEBUG
+            logger.log(
+                level, "camera %s: unexpected error from the source", self._name, exc_info=exc
+            )
 
 
 def _close_quietly(source: FrameSource, name: str) -> None:
