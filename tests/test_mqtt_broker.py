@@ -1,0 +1,421 @@
+"""MqttPublisher against a real mosquitto: status/LWT, signed expiring unlocks, outages."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from paho.mqtt.client import Client, MQTTMessage
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from broker import MosquittoBroker
+from facegate.config.mqtt import MqttConfig
+from facegate.mqtt import MqttPublisher, UnlockVerifier, VerifyRequest, new_event_id
+
+KEY = bytes(range(32))
+WAIT_S = 10.0
+PREFIX = "fgtest"
+
+
+class Subscriber:
+    """A plain paho v5 client that records what it receives."""
+
+    def __init__(
+        self,
+        broker: MosquittoBroker,
+        topics: list[str],
+        *,
+        client_id: str = "",
+        persistent: bool = False,
+    ) -> None:
+        self.messages: list[MQTTMessage] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self._topics = topics
+        self.client = Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *args: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 1)
+        props = Properties(PacketTypes.CONNECT)
+        if persistent:
+            props.SessionExpiryInterval = 600
+        self.client.connect(broker.host, broker.port, clean_start=not persistent, properties=props)
+        self.client.loop_start()
+        assert self._subscribed.wait(WAIT_S), "subscriber did not subscribe"
+
+    def _on_connect(self, client: Client, *args: object) -> None:
+        client.subscribe([(t, 1) for t in self._topics])
+
+    def _on_message(self, client: Client, userdata: object, message: MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append(message)
+            self._cond.notify_all()
+
+    def wait_for(
+        self, predicate: Callable[[list[MQTTMessage]], bool], timeout: float = WAIT_S
+    ) -> list[MQTTMessage]:
+        with self._cond:
+            ok = self._cond.wait_for(lambda: predicate(self.messages), timeout)
+            assert ok, f"timed out; got {[(m.topic, m.payload) for m in self.messages]}"
+            return list(self.messages)
+
+    def on(self, topic: str) -> list[MQTTMessage]:
+        with self._cond:
+            return [m for m in self.messages if m.topic == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def payloads(messages: list[MQTTMessage], topic: str) -> list[dict[str, object]]:
+    return [json.loads(m.payload) for m in messages if m.topic == topic]
+
+
+def make_config(broker: MosquittoBroker, tmp_path: Path, **overrides: object) -> MqttConfig:
+    key_file = tmp_path / "hmac.key"
+    key_file.write_text(KEY.hex())
+    key_file.chmod(0o600)
+    fields: dict[str, object] = {
+        "host": broker.host,
+        "port": broker.port,
+        "topic_prefix": PREFIX,
+        "client_id": f"facegate-test-{os.getpid()}-{id(tmp_path)}",
+        "keepalive_s": 5,
+        "signing_key_file": key_file,
+        "reconnect_min_s": 1,
+        "reconnect_max_s": 1,
+    }
+    fields.update(overrides)
+    return MqttConfig.model_validate(fields)
+
+
+@pytest.fixture
+def subscribers() -> Iterator[list[Subscriber]]:
+    made: list[Subscriber] = []
+    yield made
+    for sub in made:
+        sub.close()
+
+
+@pytest.fixture
+def publishers() -> Iterator[list[MqttPublisher]]:
+    made: list[MqttPublisher] = []
+    yield made
+    for pub in made:
+        pub.close(timeout_s=1)
+
+
+def start_publisher(
+    config: MqttConfig,
+    tmp_path: Path,
+    publishers: list[MqttPublisher],
+    doors: tuple[str, ...] = ("front",),
+    connect: bool = True,
+) -> MqttPublisher:
+    pub = MqttPublisher(config, device="pi", doors=doors, journal_dir=tmp_path / "journal")
+    publishers.append(pub)
+    pub.start()
+    if connect:
+        assert pub.wait_connected(WAIT_S)
+    return pub
+
+
+def test_retained_online_then_offline(
+    mosquitto: MosquittoBroker,
+    tmp_path: Path,
+    publishers: list[MqttPublisher],
+    subscribers: list[Subscriber],
+) -> None:
+    config = make_config(mosquitto, tmp_path)
+    pub = start_publisher(config, tmp_path, publishers, doors=("front", "back"))
+    status = [f"{PREFIX}/front/status", f"{PREFIX}/back/status"]
+    late = Subscriber(mosquitto, status)  # joins after: sees the retained messages
+    subscribers.append(late)
+    got = late.wait_for(lambda ms: len(ms) >= 2)
+    assert all(m.retain for m in got)
+    assert {(p["door"], p["state"], p["device"]) for t in status for p in payloads(got, t)} == {
+        ("front", "online", "pi"),
+        ("back", "online", "pi"),
+    }
+    pub.close()
+    late.wait_for(lambda ms: len(ms) >= 4)
+    after = Subscriber(mosquitto, status)
+    subscribers.append(after)
+    retained = after.wait_for(lambda ms: len(ms) >= 2)
+    assert [json.loads(m.payload)["state"] for m in retained] == ["offline", "offline"]
+
+
+def test_online_republished_after_broker_restart(
+    mosquitto: MosquittoBroker,
+    tmp_path: Path,
+    publishers: list[MqttPublisher],
+    subscribers: list[Subscriber],
+) -> None:
+    pub = start_publisher(make_config(mosquitto, tmp_path), tmp_path, publishers)
+    mosquitto.stop()
+    deadline = time.monotonic() + WAIT_S
+    while pub.is_connected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    mosquitto.start()
+    assert pub.wait_connected(WAIT_S)
+    sub = Subscriber(mosquitto, [f"{PREFIX}/front/status"])
+    subscribers.append(sub)
+    got = sub.wait_for(lambda ms: len(ms) >= 1)
+    assert json.loads(got[0].payload)["state"] == "online"
+
+
+LWT_SCRIPT = """
+import sys, time
+from pathlib import Path
+from facegate.config.mqtt import MqttConfig
+from facegate.mqtt import MqttPublisher
+pub = MqttPublisher(MqttConfig.model_validate_json(sys.argv[1]), device="pi",
+                    doors=["front"], journal_dir=Path(sys.argv[2]))
+pub.start()
+time.sleep(60)
+"""
+
+
+def test_lwt_offline_when_killed(
+    mosquitto: MosquittoBroker, tmp_path: Path, subscribers: list[Subscriber]
+) -> None:
+    config = make_config(mosquitto, tmp_path)
+    sub = Subscriber(mosquitto, [f"{PREFIX}/front/status"])
+    subscribers.append(sub)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LWT_SCRIPT, config.model_dump_json(), str(tmp_path / "j")]
+    )
+    try:
+        sub.wait_for(lambda ms: any(json.loads(m.payload)["state"] == "online" for m in ms))
+        proc.send_signal(signal.SIGKILL)
+        got = sub.wait_for(lambda ms: json.loads(ms[-1].payload)["state"] == "offline")
+    finally:
+        proc.kill()
+        proc.wait(WAIT_S)
+    last = json.loads(got[-1].payload)
+    assert last == {
+        "state": "offline",
+        "device": "pi",
+        "door": "front",
+        "reason": "connection lost",
+    }
+    assert sub.on(f"{PREFIX}/front/status")[-1].retain is False  # live delivery
+    fresh = Subscriber(mosquitto, [f"{PREFIX}/front/status"])
+    subscribers.append(fresh)
+    retained = fresh.wait_for(lambda ms: len(ms) >= 1)
+    assert retained[0].retain and json.loads(retained[0].payload)["state"] == "offline"
+
+
+def test_unlock_signed_with_message_expiry(
+    mosquitto: MosquittoBroker,
+    tmp_path: Path,
+    publishers: list[MqttPublisher],
+    subscribers: list[Subscriber],
+) -> None:
+    config = make_config(mosquitto, tmp_path, unlock_ttl_s=5.0)
+    topic = f"{PREFIX}/front/unlock"
+    sub = Subscriber(mosquitto, [topic])
+    subscribers.append(sub)
+    pub = start_publisher(config, tmp_path, publishers)
+    sent = [pub.publish_unlock("front", "alice", new_event_id()) for _ in range(2)]
+    got = sub.wait_for(lambda ms: len(ms) >= 2)
+    verifier = UnlockVerifier(KEY, "front")
+    for message, payload in zip(got, sent, strict=True):
+        assert message.qos == 1 and not message.retain
+        assert 1 <= message.properties.MessageExpiryInterval <= 5
+        assert json.loads(message.payload) == payload
+        unlock = verifier.verify(message.payload)
+        assert unlock.person == "alice" and unlock.seq == payload["seq"]
+    assert set(sent[0]) == {"door", "person", "event_id", "seq", "ts", "expires_at", "sig"}
+    assert sent[1]["seq"] > sent[0]["seq"]  # type: ignore[operator]
+    assert pub.wait_all_acked(WAIT_S) and len(pub.journal) == 0
+    # Nothing retained on the unlock topic.
+    fresh = Subscriber(mosquitto, [topic])
+    subscribers.append(fresh)
+    time.sleep(0.3)
+    assert fresh.messages == []
+
+
+def test_unlock_seq_increases_across_restart(
+    mosquitto: MosquittoBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    config = make_config(mosquitto, tmp_path)
+    first = start_publisher(config, tmp_path, publishers)
+    a = first.publish_unlock("front", "alice", new_event_id())
+    first.close()
+    second = start_publisher(config, tmp_path, publishers)
+    b = second.publish_unlock("front", "alice", new_event_id())
+    assert b["seq"] > a["seq"]  # type: ignore[operator]
+
+
+def test_outage_loses_no_event_and_drops_expired_unlock(
+    mosquitto: MosquittoBroker,
+    tmp_path: Path,
+    publishers: list[MqttPublisher],
+    subscribers: list[Subscriber],
+) -> None:
+    events, unlocks = f"{PREFIX}/front/event", f"{PREFIX}/front/unlock"
+    # A persistent session: the broker keeps what arrives while the subscriber reconnects.
+    sub = Subscriber(mosquitto, [events, unlocks], client_id="outage-sub", persistent=True)
+    subscribers.append(sub)
+    pub = start_publisher(make_config(mosquitto, tmp_path), tmp_path, publishers)
+    before = [new_event_id() for _ in range(5)]
+    for event_id in before:
+        pub.publish_event("front", {"event_id": event_id, "decision": "unknown"})
+    sub.wait_for(lambda ms: len(ms) >= 5)
+
+    mosquitto.stop()
+    deadline = time.monotonic() + WAIT_S
+    while pub.is_connected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not pub.is_connected
+    during = [new_event_id() for _ in range(40)]
+    for i, event_id in enumerate(during):
+        pub.publish_event("front", {"event_id": event_id, "decision": "denied", "i": i})
+    stale = pub.publish_unlock("front", "alice", "stale-unlock", ttl_s=0.5)
+    time.sleep(max(0.0, float(stale["expires_at"]) - time.time()) + 0.05)  # type: ignore[arg-type]
+    assert len(pub.journal) == 41
+    mosquitto.start()
+
+    assert pub.wait_connected(WAIT_S)
+    fresh = pub.publish_unlock("front", "bob", "fresh-unlock")
+    got = sub.wait_for(
+        lambda ms: (
+            any(json.loads(m.payload)["event_id"] == "fresh-unlock" for m in ms)
+            and len([m for m in ms if m.topic == events]) >= 45
+        )
+    )
+    ids = [p["event_id"] for p in payloads(got, events)]
+    assert len(ids) == 45 and set(ids) == set(before + during)
+    assert ids[5:] == during  # journal order kept
+    assert [p["event_id"] for p in payloads(got, unlocks)] == ["fresh-unlock"]
+    assert fresh["seq"] > stale["seq"]  # type: ignore[operator]
+    assert pub.wait_all_acked(WAIT_S)
+    assert len(pub.journal) == 0
+
+
+def test_daemon_restart_resends_journal(
+    tmp_path: Path, publishers: list[MqttPublisher], subscribers: list[Subscriber]
+) -> None:
+    broker = MosquittoBroker(tmp_path / "broker")  # not started yet: the daemon is offline
+    try:
+        config = make_config(broker, tmp_path)
+        offline = start_publisher(config, tmp_path, publishers, connect=False)
+        ids = [new_event_id() for _ in range(5)]
+        for event_id in ids:
+            offline.publish_event("front", {"event_id": event_id})
+        offline.close(timeout_s=0.2)
+        assert len(offline.journal) == 5
+        broker.start()
+        sub = Subscriber(broker, [f"{PREFIX}/front/event"])
+        subscribers.append(sub)
+        start_publisher(config, tmp_path, publishers)
+        got = sub.wait_for(lambda ms: len(ms) >= 5)
+        assert [json.loads(m.payload)["event_id"] for m in got] == ids
+    finally:
+        for sub in subscribers:
+            sub.close()
+        subscribers.clear()
+        broker.stop()
+
+
+def test_verify_requests_malformed_ignored_valid_delivered(
+    mosquitto: MosquittoBroker,
+    tmp_path: Path,
+    publishers: list[MqttPublisher],
+    subscribers: list[Subscriber],
+) -> None:
+    received: queue.Queue[VerifyRequest] = queue.Queue()
+    pub = MqttPublisher(
+        make_config(mosquitto, tmp_path),
+        device="pi",
+        doors=["front"],
+        journal_dir=tmp_path / "journal",
+    )
+    publishers.append(pub)
+    pub.set_verify_handler(received.put)
+    pub.start()
+    assert pub.wait_connected(WAIT_S)
+    results = Subscriber(mosquitto, [f"{PREFIX}/front/verify/result"])
+    subscribers.append(results)
+    sender = Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    sender.connect(mosquitto.host, mosquitto.port)
+    sender.loop_start()
+    try:
+        bad: list[tuple[str, bytes]] = [
+            ("front", b"not json"),
+            ("front", b"\xff\xfe\x00"),
+            ("front", b"[1,2,3]"),
+            ("front", b'{"request_id": 5, "identity": "younes"}'),
+            ("front", b'{"request_id": "r", "identity": ""}'),
+            ("front", b'{"request_id": "r", "identity": "younes", "timeout_s": "soon"}'),
+            ("front", b'{"request_id": "r", "identity": "younes", "timeout_s": 1e9}'),
+            ("front", json.dumps({"request_id": "r", "identity": "x" * 5000}).encode()),
+            ("garage", b'{"request_id": "r", "identity": "younes"}'),
+        ]
+        for door, body in bad:
+            sender.publish(f"{PREFIX}/{door}/verify", body, qos=1).wait_for_publish(WAIT_S)
+        good = b'{"request_id": "r-1", "identity": "younes", "timeout_s": 3}'
+        sender.publish(f"{PREFIX}/front/verify", good, qos=1).wait_for_publish(WAIT_S)
+        request = received.get(timeout=WAIT_S)
+    finally:
+        sender.disconnect()
+        sender.loop_stop()
+    assert request == VerifyRequest("front", "r-1", "younes", 3.0)
+    assert received.empty()
+    assert pub.is_connected
+    pub.publish_verify_result(
+        "front", {"request_id": "r-1", "identity": "younes", "match": True, "distance": 0.5}
+    )
+    got = results.wait_for(lambda ms: len(ms) >= 1)
+    assert json.loads(got[0].payload)["request_id"] == "r-1"
+    assert got[0].properties.MessageExpiryInterval > 0
+
+
+def test_handler_exception_does_not_kill_client(
+    mosquitto: MosquittoBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    calls: queue.Queue[VerifyRequest] = queue.Queue()
+
+    def handler(request: VerifyRequest) -> None:
+        calls.put(request)
+        raise RuntimeError("boom")
+
+    pub = MqttPublisher(
+        make_config(mosquitto, tmp_path),
+        device="pi",
+        doors=["front"],
+        journal_dir=tmp_path / "journal",
+    )
+    publishers.append(pub)
+    pub.set_verify_handler(handler)
+    pub.start()
+    assert pub.wait_connected(WAIT_S)
+    sender = Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    sender.connect(mosquitto.host, mosquitto.port)
+    sender.loop_start()
+    try:
+        for i in range(2):
+            body = json.dumps({"request_id": f"r{i}", "identity": "a"}).encode()
+            sender.publish(f"{PREFIX}/front/verify", body, qos=1)
+        assert calls.get(timeout=WAIT_S).request_id == "r0"
+        assert calls.get(timeout=WAIT_S).request_id == "r1"
+    finally:
+        sender.disconnect()
+        sender.loop_stop()
+    assert pub.is_connected
