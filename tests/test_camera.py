@@ -439,3 +439,21 @@ def test_grabber_survives_an_unexpected_error(caplog: pytest.LogCaptureFixture) 
             assert len(_collect(grabber, 3)) == 3
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is not None
+
+
+def test_grabber_resets_backoff_only_once_the_source_stays_up() -> None:
+    backoff = Backoff(min_s=0.01, max_s=0.04)
+    script = Script(ScriptedSource(fail_after=1), ScriptedSource(fail_after=1))
+    with LatestFrameGrabber(script, stall_s=0.5, backoff=backoff) as grabber:
+        assert len(_collect(grabber, 2)) == 2
+        deadline = time.monotonic() + 2
+        while len(script.made) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Two flapping sources (one frame each) have pushed the backoff up ...
+        time.sleep(0.05)
+        with grabber._cond:
+            assert backoff.next_delay() == 0.04
+        # ... and a third that keeps delivering for stall_s brings it back down.
+        time.sleep(0.8)
+        with grabber._cond:
+            assert backoff.next_delay() == 0.01

@@ -44,6 +44,8 @@ class _Attempt:
         self.number = number
         self.progress_s = started_s  # start, then the time of the latest frame
         self.got_frame = False
+        self.first_frame_s = 0.0
+        self.stable = False  # frames flowed for stall_s: the backoff may start over
         self.cancelled = False
         self.ended = False
         self.error: BaseException | None = None
@@ -282,16 +284,20 @@ class LatestFrameGrabber:
             self._last_frame_ts = frame.ts
             attempt.progress_s = frame.ts
             if not attempt.got_frame:
-                attempt.got_frame = True
+                attempt.got_frame, attempt.first_frame_s = True, frame.ts
                 self._connected = True
                 recovered_after_s = self._mark_recovered(frame.ts)
+            elif not attempt.stable and frame.ts - attempt.first_frame_s >= self._stall_s:
+                # Only a source that stays up resets the backoff: one that dies right after
+                # its first frame must not be reopened every min_s forever.
+                attempt.stable = True
+                self._backoff.reset()
             self._cond.notify_all()
         if recovered_after_s is not None:
             logger.info("camera %s recovered after %.1f s down", self._name, recovered_after_s)
 
     def _mark_recovered(self, now_s: float) -> float | None:
-        """Reset backoff on the first frame of an attempt; the downtime if there was one."""
-        self._backoff.reset()
+        """End the outage on the first frame of an attempt; the downtime if there was one."""
         down_since_s, self._down_since_s = self._down_since_s, None
         self._failures = 0
         return None if down_since_s is None else now_s - down_since_s
