@@ -11,7 +11,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -173,13 +172,16 @@ class RecognitionConfig(BaseModel):
         default=5.0, gt=0, le=120, description="how long a 1:1 claim waits for a match, seconds"
     )
 
-    @field_validator("window")
-    @classmethod
-    def _window_holds_confirm_frames(cls, window: int, info: ValidationInfo) -> int:
-        confirm = info.data.get("confirm_frames")
-        if confirm is not None and window < confirm:
-            raise ValueError(f"window must be >= confirm_frames ({confirm})")
-        return window
+    @model_validator(mode="after")
+    def _window_holds_confirm_frames(self) -> RecognitionConfig:
+        # A model validator, not a field one: defaults are not validated per field.
+        if self.window < self.confirm_frames:
+            raise located_error(
+                ("window",),
+                f"window must be >= confirm_frames ({self.confirm_frames})",
+                self.window,
+            )
+        return self
 
 
 class ModelsConfig(BaseModel):

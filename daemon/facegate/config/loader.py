@@ -19,6 +19,7 @@ from typing import Any, Final, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
+from yaml.constructor import ConstructorError
 
 from facegate.errors import ConfigError
 
@@ -77,7 +78,7 @@ def _construct_timestamp(loader: yaml.SafeLoader, node: yaml.Node) -> date | dat
     try:
         return yaml.SafeLoader.construct_yaml_timestamp(loader, node)  # type: ignore[arg-type]
     except ValueError as exc:
-        raise yaml.constructor.ConstructorError(
+        raise ConstructorError(
             None, None, f"invalid date or time {node.value!r}: {exc}", node.start_mark
         ) from exc
 
@@ -112,24 +113,33 @@ def read_text(path: Path) -> str:
 def parse_yaml(path: Path, text: str) -> tuple[Any, LineMap]:
     """Parse `text` (from `path`): the data and a map of key path -> 1-based line."""
     loader = _Loader(text)
+    lines: LineMap = {}
     try:
         node = loader.get_single_node()
         if node is None:
             return {}, {}
         if not isinstance(node, yaml.MappingNode):
             raise ConfigError(path, "top level must be a mapping of keys", line=_line(node))
-        lines: LineMap = {(): _line(node)}
+        lines[()] = _line(node)
         _walk(path, node, (), lines)
         return loader.construct_document(node), lines
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = " ".join(p for p in (exc.context, exc.problem) if p)
-        raise ConfigError(path, f"YAML syntax error: {problem}", line=line) from None
+        kind = "YAML value error" if isinstance(exc, ConstructorError) else "YAML syntax error"
+        field = _key_on_line(lines, line)
+        raise ConfigError(path, f"{kind}: {problem}", field=field, line=line) from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, f"YAML error: {exc}") from None
     finally:
         loader.dispose()
+
+
+def _key_on_line(lines: LineMap, line: int | None) -> str | None:
+    """The deepest key path given on `line` (constructor errors only carry a line)."""
+    found = [loc for loc, at in lines.items() if at == line and loc]
+    return format_loc(max(found, key=len)) if found else None
 
 
 def _line(node: yaml.Node) -> int:
