@@ -44,9 +44,7 @@ def l2_normalize(vectors: FloatArray) -> FloatArray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
-def build_templates(
-    embeddings: FloatArray, labels: Sequence[str]
-) -> tuple[list[str], FloatArray]:
+def build_templates(embeddings: FloatArray, labels: Sequence[str]) -> tuple[list[str], FloatArray]:
     """Group embeddings by label; return sorted identities and their unit mean templates."""
     if len(labels) != len(embeddings):
         raise ValueError("one label per embedding is required")
@@ -96,7 +94,9 @@ class Matcher:
         gap = second - best_dist
         name = self.identities[best]
         if best_dist > threshold:
-            return MatchResult(None, name, best_dist, gap, f"distance {best_dist:.3f} > {threshold}")
+            return MatchResult(
+                None, name, best_dist, gap, f"distance {best_dist:.3f} > {threshold}"
+            )
         if gap < margin:
             return MatchResult(None, name, best_dist, gap, f"margin {gap:.3f} < {margin}")
         return MatchResult(name, name, best_dist, gap, "match")

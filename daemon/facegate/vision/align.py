@@ -1,0 +1,60 @@
+"""Align a detected face to the embedder's 160x160 crop and measure its quality."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import cv2
+import numpy as np
+
+from facegate.vision.types import Detection, FaceQuality, FloatArray, ImageArray
+
+FACE_PX: Final = 160
+#: Where the eyes land in the crop (fractions of FACE_PX): the ArcFace 5-point template
+#: (a tight face box) re-centred with a 10% margin on every side, which approximates the
+#: MTCNN-box-plus-margin crops the Keras FaceNet was trained on.
+RIGHT_EYE_XY: Final = (0.368, 0.468)  # subject's right eye, on the image's left
+LEFT_EYE_XY: Final = (0.632, 0.468)
+
+
+def eye_transform(detection: Detection) -> FloatArray:
+    """2x3 similarity transform taking the detection's eyes to the template eye positions."""
+    src = detection.keypoints[:2].astype(np.float64)
+    dst = np.array([RIGHT_EYE_XY, LEFT_EYE_XY], dtype=np.float64) * FACE_PX
+    src_vec, dst_vec = src[1] - src[0], dst[1] - dst[0]
+    # Complex-number form of a similarity: z -> a*z + b with a = dst_vec / src_vec.
+    a = complex(*dst_vec) / complex(*src_vec) if np.any(src_vec) else complex(1.0, 0.0)
+    rot = np.array([[a.real, -a.imag], [a.imag, a.real]])
+    shift = dst[0] - rot @ src[0]
+    return np.hstack([rot, shift[:, None]]).astype(np.float32)
+
+
+class Aligner:
+    """Warps faces into a reused 160x160 buffer; one instance per pipeline thread."""
+
+    def __init__(self) -> None:
+        self._crop = np.zeros((FACE_PX, FACE_PX, 3), dtype=np.uint8)
+        self._gray = np.zeros((FACE_PX, FACE_PX), dtype=np.uint8)
+
+    def align(self, image: ImageArray, detection: Detection) -> ImageArray:
+        """The aligned RGB crop. The returned buffer is reused: copy it to keep it."""
+        cv2.warpAffine(
+            image, eye_transform(detection), (FACE_PX, FACE_PX), dst=self._crop,
+            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE,
+        )  # fmt: skip
+        return self._crop
+
+    def quality(
+        self, crop: ImageArray, detection: Detection, min_face_px: float, min_sharpness: float
+    ) -> FaceQuality:
+        """Size in frame pixels (box width) and sharpness (variance of the Laplacian)."""
+        cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY, dst=self._gray)
+        sharpness = float(cv2.Laplacian(self._gray, cv2.CV_32F).var())
+        face_px = detection.width
+        if face_px < min_face_px:
+            reason = f"face too small ({face_px:.0f} px < {min_face_px:.0f} px)"
+            return FaceQuality(face_px, sharpness, False, reason)
+        if sharpness < min_sharpness:
+            reason = f"face too blurred (sharpness {sharpness:.0f} < {min_sharpness:.0f})"
+            return FaceQuality(face_px, sharpness, False, reason)
+        return FaceQuality(face_px, sharpness, True)

@@ -1,0 +1,111 @@
+"""The face engine: detect -> align -> quality gate -> embed, for frames and photos."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+from facegate.errors import BadInputError, ManyFacesError, NoFaceError
+from facegate.vision.align import Aligner
+from facegate.vision.detector import FULL_RANGE, SHORT_RANGE, BlazeFaceDetector
+from facegate.vision.embedder import FaceNetEmbedder
+from facegate.vision.runtime import runtime_name
+from facegate.vision.types import Detection, FaceEncoding, FloatArray, ImageArray
+
+logger = logging.getLogger(__name__)
+
+EmbedderKind = Literal["int8", "float32"]
+
+MODEL_FILES: Final = {
+    "detector_short": "blazeface_short_range.tflite",
+    "detector_full": "blazeface_full_range.tflite",
+    "int8": "facenet_int8.tflite",
+    "float32": "facenet_float32.tflite",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class QualityGate:
+    """Faces smaller or blurrier than this are detected but never embedded."""
+
+    min_face_px: float = 40.0
+    min_sharpness: float = 15.0
+
+
+class FaceEngine:
+    """Owns the TFLite models; not thread-safe (one engine per pipeline thread)."""
+
+    def __init__(
+        self,
+        detector: BlazeFaceDetector,
+        embedder: FaceNetEmbedder,
+        fallback_detector: BlazeFaceDetector | None = None,
+        gate: QualityGate = QualityGate(),
+    ) -> None:
+        self.detector = detector
+        self.fallback_detector = fallback_detector
+        self.embedder = embedder
+        self.gate = gate
+        self.runtime = runtime_name()
+        self._aligner = Aligner()
+
+    @classmethod
+    def load(
+        cls,
+        models_dir: Path,
+        embedder: EmbedderKind = "int8",
+        threads: int = 2,
+        gate: QualityGate = QualityGate(),
+        full_range_fallback: bool = True,
+    ) -> FaceEngine:
+        """Load the detector(s) and the chosen embedder from a `make models` output folder."""
+        models_dir = Path(models_dir)
+        detector = BlazeFaceDetector(models_dir / MODEL_FILES["detector_short"], SHORT_RANGE)
+        fallback = (
+            BlazeFaceDetector(models_dir / MODEL_FILES["detector_full"], FULL_RANGE)
+            if full_range_fallback
+            else None
+        )
+        net = FaceNetEmbedder(models_dir / MODEL_FILES[embedder], threads)
+        logger.info("face engine ready: %s embedder on %s", embedder, runtime_name())
+        return cls(detector, net, fallback, gate)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the embedder file: embeddings are only comparable within one model."""
+        return self.embedder.fingerprint
+
+    def detect(self, image: ImageArray) -> list[Detection]:
+        """Faces in the frame, largest first. Falls back to the full-range model (faces
+        farther than ~2 m) only when the short-range model finds nothing."""
+        faces = self.detector.detect(image)
+        if not faces and self.fallback_detector is not None:
+            faces = self.fallback_detector.detect(image)
+        return sorted(faces, key=lambda d: d.width, reverse=True)
+
+    def encode_detection(self, image: ImageArray, detection: Detection) -> FaceEncoding:
+        """Align, gate and (if usable) embed one detected face."""
+        crop = self._aligner.align(image, detection)
+        quality = self._aligner.quality(
+            crop, detection, self.gate.min_face_px, self.gate.min_sharpness
+        )
+        embedding: FloatArray | None = self.embedder.embed(crop) if quality.usable else None
+        return FaceEncoding(detection, quality, embedding)
+
+    def encode(self, image: ImageArray) -> list[FaceEncoding]:
+        """Every face in the frame, largest first; `embedding` is None for unusable faces."""
+        return [self.encode_detection(image, d) for d in self.detect(image)]
+
+    def encode_one(self, image: ImageArray, source: str | Path) -> FaceEncoding:
+        """Exactly one usable face, or an error naming `source` and what is wrong."""
+        faces = self.encode(image)
+        if not faces:
+            raise NoFaceError(source, "no face found")
+        usable = [f for f in faces if f.embedding is not None]
+        if len(usable) > 1:
+            raise ManyFacesError(source, f"{len(usable)} faces found; exactly one is required")
+        if not usable:
+            raise BadInputError(source, faces[0].quality.reason)
+        return usable[0]

@@ -1,0 +1,85 @@
+"""Load a TFLite interpreter from the first runtime available.
+
+Order (DESIGN.md): ai_edge_litert (XNNPACK, numpy 2), then tflite_runtime, then
+tensorflow.lite. FACEGATE_TFLITE_RUNTIME forces one, for benchmarks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from facegate.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+# (runtime name, module to import, attribute path of the Interpreter class in it)
+RUNTIMES: Final = (
+    ("ai_edge_litert", "ai_edge_litert.interpreter", "Interpreter"),
+    ("tflite_runtime", "tflite_runtime.interpreter", "Interpreter"),
+    ("tensorflow", "tensorflow", "lite.Interpreter"),
+)
+
+
+def _interpreter_class() -> tuple[str, Any]:
+    forced = os.environ.get("FACEGATE_TFLITE_RUNTIME")
+    for name, module_name, attribute in RUNTIMES:
+        if forced and forced != name:
+            continue
+        try:
+            found: Any = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for part in attribute.split("."):
+            found = getattr(found, part)
+        return name, found
+    wanted = forced or "ai-edge-litert, tflite-runtime or tensorflow"
+    raise ModelError(f"no TFLite runtime importable ({wanted}): pip install ai-edge-litert")
+
+
+def runtime_name() -> str:
+    """Name of the runtime load_interpreter() will use."""
+    return _interpreter_class()[0]
+
+
+def load_interpreter(path: Path, threads: int) -> Any:
+    """An allocated interpreter for the model file at `path`, with `threads` CPU threads."""
+    if not path.is_file():
+        raise ModelError(f"{path}: model file missing; build it with `make models`")
+    name, interpreter_cls = _interpreter_class()
+    try:
+        interpreter = interpreter_cls(model_path=str(path), num_threads=threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"{path}: not a loadable TFLite model ({exc})") from exc
+    logger.info("loaded %s with %s (%d threads)", path.name, name, threads)
+    return interpreter
+
+
+def output_by_shape(interpreter: Any, last_dim: int) -> int:
+    """Index of the output tensor whose last dimension is `last_dim` (never trust order)."""
+    for detail in interpreter.get_output_details():
+        if int(detail["shape"][-1]) == last_dim:
+            return int(detail["index"])
+    raise ModelError(f"model has no output with last dimension {last_dim}")
+
+
+def quantize(values: np.ndarray, detail: dict[str, Any], out: np.ndarray) -> None:
+    """Write float `values` into the integer tensor buffer `out` using its scale/zero point."""
+    scale, zero = detail["quantization"]
+    info = np.iinfo(out.dtype)
+    np.clip(np.rint(values / scale + zero), info.min, info.max, out=values)
+    out[...] = values
+
+
+def dequantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Float view of an integer output tensor (identity for float tensors)."""
+    if values.dtype == np.float32:
+        return values
+    scale, zero = detail["quantization"]
+    return (values.astype(np.float32) - zero) * scale
