@@ -327,6 +327,17 @@ def test_yaml_level_errors(tmp_path: Path, text: str, line: int, fragment: str) 
     assert fragment in message
 
 
+def test_recursive_alias_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "device: x\ncameras: &a\n  - *a\n")
+    assert str(load_error(path)) == f"{path}:2: cameras[0]: recursive YAML alias"
+
+
+def test_url_password_is_not_echoed(tmp_path: Path) -> None:
+    text = BASE.replace("source: picamera2", "source: ftp://user:s3cret@cam/x")
+    message = str(load_error(write(tmp_path, text)))
+    assert "s3cret" not in message and "ftp://user:***@cam/x" in message
+
+
 def test_file_problems(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     assert str(load_error(missing)) == f"{missing}: file not found"

@@ -35,6 +35,7 @@ AT_KEY: Final = "at"
 GOT_KEY: Final = "got"
 _GOT_MAX: Final = 60
 _NO_INPUT_TYPES: Final = frozenset({"missing"})
+_URL_PASSWORD: Final = re.compile(r"(://[^/@\s:]*:)[^/@\s]*@")
 
 
 class ConfigValidationError(ConfigError):
@@ -146,8 +147,13 @@ def _line(node: yaml.Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def _walk(path: Path, node: yaml.Node, loc: Loc, lines: LineMap) -> None:
-    """Record the line of every key path below `node`; refuse duplicate keys."""
+def _walk(
+    path: Path, node: yaml.Node, loc: Loc, lines: LineMap, above: frozenset[int] = frozenset()
+) -> None:
+    """Record the line of every key path below `node`; refuse duplicate keys and cycles."""
+    if id(node) in above:  # `&a [*a]` composes into a cycle; nothing could validate it
+        raise ConfigError(path, "recursive YAML alias", field=format_loc(loc), line=_line(node))
+    above = above | {id(node)}
     if isinstance(node, yaml.MappingNode):
         first_seen: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -163,11 +169,11 @@ def _walk(path: Path, node: yaml.Node, loc: Loc, lines: LineMap) -> None:
                 )
             first_seen[key] = _line(key_node)
             lines[(*loc, key)] = _line(key_node)
-            _walk(path, value_node, (*loc, key), lines)
+            _walk(path, value_node, (*loc, key), lines, above)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             lines[(*loc, index)] = _line(item)
-            _walk(path, item, (*loc, index), lines)
+            _walk(path, item, (*loc, index), lines, above)
 
 
 def format_loc(loc: Loc) -> str:
@@ -209,7 +215,8 @@ def nearest_line(lines: LineMap, loc: Loc) -> int:
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
+    # Never echo a password given inside a URL (rtsp://user:secret@cam/).
+    text = _URL_PASSWORD.sub(r"\1***@", repr(value))
     return text if len(text) <= _GOT_MAX else text[: _GOT_MAX - 3] + "..."
 
 
