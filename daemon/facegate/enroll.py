@@ -1,0 +1,290 @@
+"""`facegate enroll`: enrollment.yaml + images -> the gallery, incrementally, all or nothing.
+
+Images are keyed by the sha256 of their bytes: an image already in the gallery, embedded by
+the same model, is reused without a model call, so an unchanged re-run only hashes files.
+Every check runs before anything is written; on any error the gallery stays byte-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from facegate.config import EnrollmentConfig, Person, load_enrollment
+from facegate.errors import BadInputError, GalleryError, ModelError
+from facegate.gallery import Gallery, GalleryEntry, PersonPolicy
+from facegate.imageio import load_image
+from facegate.vision.embedder import file_sha256
+from facegate.vision.engine import MODEL_FILES, EmbedderKind, FaceEngine
+from facegate.vision.types import FaceEncoding, ImageArray
+
+logger = logging.getLogger(__name__)
+
+
+class Encoder(Protocol):
+    """What enrollment needs from the face engine (FaceEngine satisfies it)."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def encode_one(self, image: ImageArray, source: str | Path) -> FaceEncoding: ...
+
+
+class LazyEngine:
+    """A FaceEngine loaded on the first encode: an unchanged re-run never loads the models."""
+
+    def __init__(self, models_dir: Path, embedder: EmbedderKind = "int8", threads: int = 2) -> None:
+        self._load_args = (Path(models_dir), embedder, threads)
+        model = Path(models_dir) / MODEL_FILES[embedder]
+        try:
+            self.fingerprint = file_sha256(model)
+        except OSError as exc:
+            raise ModelError(
+                f"{model}: cannot read the embedder model ({exc.strerror}): "
+                "build it with `make models` or point --models at the folder"
+            ) from None
+        self._engine: FaceEngine | None = None
+
+    def encode_one(self, image: ImageArray, source: str | Path) -> FaceEncoding:
+        if self._engine is None:
+            self._engine = FaceEngine.load(*self._load_args)
+        return self._engine.encode_one(image, source)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An image left out under --skip-bad, and why."""
+
+    image: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PersonReport:
+    """One row of the summary table; mean quality is over the images used."""
+
+    person_id: str
+    name: str
+    images_used: int
+    images_reused: int
+    rejected: tuple[Rejection, ...]
+    mean_face_px: float | None
+    mean_sharpness: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollReport:
+    """What `enroll` did (or, with check_only, would do)."""
+
+    enrollment: str
+    gallery: str
+    people: tuple[PersonReport, ...]
+    removed: tuple[str, ...]
+    embedded: int
+    reused: int
+    written: bool
+    seconds: float
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def enrolled(self) -> int:
+        return sum(1 for p in self.people if p.images_used)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "enrolled": self.enrolled}
+
+
+def enroll(
+    enrollment_path: str | Path,
+    gallery_path: str | Path,
+    engine: Encoder,
+    skip_bad: bool = False,
+    check_only: bool = False,
+) -> EnrollReport:
+    """Build the gallery from enrollment.yaml; raise BadInputError (nothing written) on any
+    bad image unless `skip_bad`, which turns per-image problems into report rows."""
+    started = time.perf_counter()
+    enrollment_path, gallery_path = Path(enrollment_path), Path(gallery_path)
+    config = load_enrollment(enrollment_path)
+    warnings: list[str] = []
+    previous = _previous_gallery(gallery_path, warnings)
+    reusable = _reusable_entries(previous, engine.fingerprint, warnings)
+    run = _Run(config, engine, reusable, skip_bad, warnings)
+    for index, person in enumerate(config.people):
+        run.add_person(index, person)
+    enrolled = [p for p, r in zip(config.people, run.reports, strict=True) if r.images_used]
+    gallery = Gallery.build(
+        fingerprint=engine.fingerprint,
+        people=[_policy(p) for p in enrolled],
+        entries=run.entries,
+        schedules={name: s.model_dump(mode="json") for name, s in config.schedules.items()},
+        enrollment_sha256=hashlib.sha256(enrollment_path.read_bytes()).hexdigest(),
+    )
+    if not check_only:
+        gallery.save(gallery_path)
+    old_ids = set(previous.person_ids) if previous else set()
+    return EnrollReport(
+        enrollment=str(enrollment_path),
+        gallery=str(gallery_path),
+        people=tuple(run.reports),
+        removed=tuple(sorted(old_ids - set(gallery.person_ids))),
+        embedded=run.embedded,
+        reused=run.reused,
+        written=not check_only,
+        seconds=time.perf_counter() - started,
+        warnings=tuple(warnings),
+    )
+
+
+class _Run:
+    """The state of one enrollment pass: entries so far, counters and report rows."""
+
+    def __init__(
+        self,
+        config: EnrollmentConfig,
+        engine: Encoder,
+        reusable: Mapping[str, GalleryEntry],
+        skip_bad: bool,
+        warnings: list[str],
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.reusable = reusable
+        self.skip_bad = skip_bad
+        self.warnings = warnings
+        self.entries: list[GalleryEntry] = []
+        self.reports: list[PersonReport] = []
+        self.owner: dict[str, str] = {}  # image sha256 -> person id: one image, one person
+        self.embedded = 0
+        self.reused = 0
+
+    def add_person(self, index: int, person: Person) -> None:
+        field_name = f"people[{index}].images"
+        used: list[GalleryEntry] = []
+        rejected: list[Rejection] = []
+        reused_before = self.reused
+        for path in self.config.images_for(person):
+            try:
+                entry = self._entry(person.id, path, field_name)
+            except BadInputError as exc:
+                if not self.skip_bad or exc.field != field_name:
+                    raise
+                self._warn(f"skipped {path}: {exc.detail}")
+                rejected.append(Rejection(str(path), exc.detail))
+                continue
+            if entry is not None:
+                used.append(entry)
+        if not used:
+            problem = "no usable image: not enrolled"
+            if not self.skip_bad:
+                raise BadInputError(self.config.source or "enrollment", problem, field=field_name)
+            self._warn(f"{person.id}: {problem}")
+        self.entries.extend(used)
+        self.reports.append(_person_report(person, used, rejected, self.reused - reused_before))
+
+    def _entry(self, person_id: str, path: Path, field_name: str) -> GalleryEntry | None:
+        """The gallery row for one image (None for a duplicate of this person's own image)."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise BadInputError(path, f"cannot read: {exc.strerror}", field=field_name) from None
+        digest = hashlib.sha256(data).hexdigest()
+        owner = self.owner.get(digest)
+        if owner is not None and owner != person_id:
+            raise BadInputError(
+                path, f"the same image is already enrolled for {owner!r}", field=field_name
+            )
+        if owner is not None:
+            logger.debug("%s: duplicate of an image already listed for %s", path, person_id)
+            return None
+        self.owner[digest] = person_id
+        old = self.reusable.get(digest)
+        if old is not None:
+            self.reused += 1
+            return replace(old, person_id=person_id, source=str(path))
+        face = self._encode(path, field_name)
+        self.embedded += 1
+        assert face.embedding is not None  # encode_one returns only usable faces
+        return GalleryEntry(
+            person_id=person_id,
+            source=str(path),
+            image_sha256=digest,
+            face_px=face.quality.face_px,
+            sharpness=face.quality.sharpness,
+            embedded_at=time.time(),
+            embedding=face.embedding,
+        )
+
+    def _encode(self, path: Path, field_name: str) -> FaceEncoding:
+        try:
+            return self.engine.encode_one(load_image(path), source=path)
+        except BadInputError as exc:
+            # Same error class (NoFaceError, ManyFacesError, ...), now naming the YAML field.
+            raise type(exc)(path, exc.detail, field=field_name) from None
+
+    def _warn(self, message: str) -> None:
+        logger.warning("%s", message)
+        self.warnings.append(message)
+
+
+def _previous_gallery(path: Path, warnings: list[str]) -> Gallery | None:
+    """The gallery being replaced, if readable; a broken one is rebuilt from the images."""
+    if not path.exists():
+        return None
+    try:
+        return Gallery.load(path, expected_fingerprint=None)
+    except GalleryError as exc:
+        message = f"previous gallery unusable, rebuilding from the images: {exc}"
+        logger.warning("%s", message)
+        warnings.append(message)
+        return None
+
+
+def _reusable_entries(
+    previous: Gallery | None, fingerprint: str, warnings: list[str]
+) -> dict[str, GalleryEntry]:
+    """Previous embeddings by image sha256, if the same model produced them."""
+    if previous is None:
+        return {}
+    if previous.fingerprint != fingerprint:
+        message = "previous gallery was built with another model: re-embedding every image"
+        logger.info("%s", message)
+        warnings.append(message)
+        return {}
+    return {e.image_sha256: e for e in previous.entries()}
+
+
+def _policy(person: Person) -> PersonPolicy:
+    """The policy snapshot stored in the gallery; validity as exact aware instants."""
+    starts, ends = person.starts_at, person.ends_at
+    return PersonPolicy(
+        id=person.id,
+        name=person.name,
+        doors=tuple(person.doors),
+        schedule=person.schedule,
+        valid_from=None if starts is None else starts.isoformat(),
+        valid_until=None if ends is None else ends.isoformat(),
+        disabled=person.disabled,
+    )
+
+
+def _person_report(
+    person: Person, used: Sequence[GalleryEntry], rejected: Sequence[Rejection], reused: int
+) -> PersonReport:
+    def mean(values: list[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    return PersonReport(
+        person_id=person.id,
+        name=person.name,
+        images_used=len(used),
+        images_reused=reused,
+        rejected=tuple(rejected),
+        mean_face_px=mean([e.face_px for e in used]),
+        mean_sharpness=mean([e.sharpness for e in used]),
+    )
