@@ -50,7 +50,7 @@ class Subscriber:
         self.client.on_subscribe = lambda *args: self._subscribed.set()
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 1)
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         if persistent:
             props.SessionExpiryInterval = 600
         self.client.connect(broker.host, broker.port, clean_start=not persistent, properties=props)
@@ -84,6 +84,13 @@ class Subscriber:
 
 def payloads(messages: list[MQTTMessage], topic: str) -> list[dict[str, object]]:
     return [json.loads(m.payload) for m in messages if m.topic == topic]
+
+
+def expiry_of(message: MQTTMessage) -> int:
+    """The MQTT v5 message-expiry property as delivered (0 if absent)."""
+    value = getattr(message.properties, "MessageExpiryInterval", 0)
+    assert isinstance(value, int)
+    return value
 
 
 def make_config(broker: MosquittoBroker, tmp_path: Path, **overrides: object) -> MqttConfig:
@@ -237,9 +244,9 @@ def test_unlock_signed_with_message_expiry(
     verifier = UnlockVerifier(KEY, "front")
     for message, payload in zip(got, sent, strict=True):
         assert message.qos == 1 and not message.retain
-        assert 1 <= message.properties.MessageExpiryInterval <= 5
+        assert 1 <= expiry_of(message) <= 5
         assert json.loads(message.payload) == payload
-        unlock = verifier.verify(message.payload)
+        unlock = verifier.verify(bytes(message.payload))
         assert unlock.person == "alice" and unlock.seq == payload["seq"]
     assert set(sent[0]) == {"door", "person", "event_id", "seq", "ts", "expires_at", "sig"}
     assert sent[1]["seq"] > sent[0]["seq"]  # type: ignore[operator]
@@ -384,7 +391,7 @@ def test_verify_requests_malformed_ignored_valid_delivered(
     )
     got = results.wait_for(lambda ms: len(ms) >= 1)
     assert json.loads(got[0].payload)["request_id"] == "r-1"
-    assert got[0].properties.MessageExpiryInterval > 0
+    assert expiry_of(got[0]) > 0
 
 
 def test_handler_exception_does_not_kill_client(
@@ -419,3 +426,97 @@ def test_handler_exception_does_not_kill_client(
         sender.disconnect()
         sender.loop_stop()
     assert pub.is_connected
+
+
+CONTROLLER = Path(__file__).resolve().parent.parent / "scripts" / "door_controller_example.py"
+
+
+def test_example_door_controller_accepts_valid_rejects_forged(
+    mosquitto: MosquittoBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    config = make_config(mosquitto, tmp_path)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(CONTROLLER),
+            "--host",
+            mosquitto.host,
+            "--port",
+            str(mosquitto.port),
+            "--prefix",
+            PREFIX,
+            "--door",
+            "front",
+            "--key-file",
+            str(config.signing_key_file),
+            "--count",
+            "2",
+            "--timeout",
+            str(WAIT_S),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        pub = start_publisher(config, tmp_path, publishers)
+        # The controller prints the retained status once it is subscribed.
+        assert proc.stdout.readline().startswith("STATUS ")
+        first = pub.publish_unlock("front", "alice", new_event_id())
+        forged = dict(first, person="mallory")
+        sender = Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+        sender.connect(mosquitto.host, mosquitto.port)
+        sender.loop_start()
+        try:
+            for body in (forged, first):  # forged, then a replay of a valid one
+                info = sender.publish(f"{PREFIX}/front/unlock", json.dumps(body), qos=1)
+                info.wait_for_publish(WAIT_S)
+        finally:
+            sender.disconnect()
+            sender.loop_stop()
+        pub.publish_unlock("front", "bob", new_event_id())
+        out, _ = proc.communicate(timeout=WAIT_S)
+    finally:
+        proc.kill()
+        proc.wait(WAIT_S)
+    assert proc.returncode == 0
+    lines = [line for line in out.splitlines() if not line.startswith("STATUS")]
+    assert lines == [
+        f"UNLOCK door=front person=alice seq={first['seq']}",
+        "REJECTED reason=bad_signature",
+        "REJECTED reason=replayed",
+        f"UNLOCK door=front person=bob seq={int(first['seq']) + 1}",  # type: ignore[call-overload]
+    ]
+
+
+def test_example_door_controller_times_out(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    config = make_config(mosquitto, tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(CONTROLLER),
+            "--port",
+            str(mosquitto.port),
+            "--door",
+            "front",
+            "--key-file",
+            str(config.signing_key_file),
+            "--count",
+            "1",
+            "--timeout",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert result.returncode == 1 and "TIMEOUT" in result.stdout
+    bad_key = tmp_path / "bad.key"
+    bad_key.write_text("nothex")
+    result = subprocess.run(
+        [sys.executable, str(CONTROLLER), "--door", "front", "--key-file", str(bad_key)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert result.returncode == 2 and "bad.key" in result.stderr

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Example door controller: verify facegate unlocks and pulse a relay.
+
+Subscribes to ``<prefix>/<door>/unlock`` and ``<prefix>/<door>/status``, checks every
+unlock with the reference ``UnlockVerifier`` (signature, door, expiry, replay) and prints
+``UNLOCK door=.. person=.. seq=..`` or ``REJECTED reason=..``. With ``--gpio-pin`` and
+gpiozero installed, an accepted unlock drives the pin high for ``--pulse-s`` seconds.
+
+Exit status: 0 after ``--count`` unlocks (or at ``--timeout`` when no count was asked
+for), 1 when the timeout hits before ``--count`` unlocks, 2 on bad arguments or key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from paho.mqtt.client import Client, ConnectFlags, MQTTMessage
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from facegate.errors import BadInputError
+from facegate.mqtt.signing import UnlockRejected, UnlockVerifier, load_signing_key
+
+logger = logging.getLogger("door_controller")
+
+
+class Relay:
+    """The door strike: a gpiozero OutputDevice when available, else print only."""
+
+    def __init__(self, pin: int | None, pulse_s: float) -> None:
+        self._pulse_s = pulse_s
+        self._device: Any = None
+        if pin is None:
+            return
+        try:
+            from gpiozero import OutputDevice
+        except ImportError:
+            print(f"gpiozero not installed: pin {pin} not driven", file=sys.stderr)
+            return
+        self._device = OutputDevice(pin, active_high=True, initial_value=False)
+
+    def pulse(self) -> None:
+        if self._device is None:
+            return
+        self._device.on()
+        timer = threading.Timer(self._pulse_s, self._device.off)
+        timer.daemon = True
+        timer.start()
+
+    def close(self) -> None:
+        if self._device is not None:
+            self._device.off()
+            self._device.close()
+
+
+class Controller:
+    """Glue between MQTT messages, the verifier and the relay."""
+
+    def __init__(self, args: argparse.Namespace, verifier: UnlockVerifier, relay: Relay) -> None:
+        self.unlock_topic = f"{args.prefix}/{args.door}/unlock"
+        self.status_topic = f"{args.prefix}/{args.door}/status"
+        self.verifier = verifier
+        self.relay = relay
+        self.wanted = args.count
+        self.accepted = 0
+        self.done = threading.Event()
+
+    def on_connect(
+        self,
+        client: Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            print(f"broker refused connection: {reason_code}", file=sys.stderr, flush=True)
+            return
+        client.subscribe([(self.unlock_topic, 1), (self.status_topic, 1)])
+
+    def on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        if message.topic == self.status_topic:
+            print(f"STATUS {message.payload.decode(errors='replace')}", flush=True)
+            return
+        try:
+            unlock = self.verifier.verify(bytes(message.payload))
+        except UnlockRejected as exc:
+            print(f"REJECTED reason={exc.reason}", flush=True)
+            return
+        print(f"UNLOCK door={unlock.door} person={unlock.person} seq={unlock.seq}", flush=True)
+        self.relay.pulse()
+        self.accepted += 1
+        if self.wanted is not None and self.accepted >= self.wanted:
+            self.done.set()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1883)
+    parser.add_argument("--prefix", default="facegate", help="topic prefix")
+    parser.add_argument("--door", required=True, help="door id this controller opens")
+    parser.add_argument("--key-file", type=Path, required=True, help="hex HMAC key file")
+    parser.add_argument("--tls-ca", type=Path, help="CA file; enables TLS")
+    parser.add_argument("--cert", type=Path, help="client certificate (TLS)")
+    parser.add_argument("--key", type=Path, help="client private key (TLS)")
+    parser.add_argument("--username")
+    parser.add_argument("--password-file", type=Path)
+    parser.add_argument("--client-id", default="", help="MQTT client id (default: broker's)")
+    parser.add_argument("--count", type=int, help="exit after N verified unlocks")
+    parser.add_argument("--timeout", type=float, help="exit after S seconds")
+    parser.add_argument("--gpio-pin", type=int, help="BCM pin of the door strike relay")
+    parser.add_argument("--pulse-s", type=float, default=1.0, help="relay on-time, seconds")
+    parser.add_argument("--max-skew-s", type=float, default=2.0, help="tolerated clock skew")
+    args = parser.parse_args(argv)
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together")
+    if (args.cert or args.key) and args.tls_ca is None:
+        parser.error("--cert/--key need --tls-ca")
+    if args.count is not None and args.count < 1:
+        parser.error("--count must be >= 1")
+    return args
+
+
+def make_client(args: argparse.Namespace, controller: Controller) -> Client:
+    client = Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=args.client_id,
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    if args.username:
+        password = None
+        if args.password_file:
+            password = args.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        client.username_pw_set(args.username, password)
+    if args.tls_ca:
+        client.tls_set(
+            ca_certs=str(args.tls_ca),
+            certfile=str(args.cert) if args.cert else None,
+            keyfile=str(args.key) if args.key else None,
+        )
+    client.on_connect = controller.on_connect
+    client.on_message = controller.on_message
+    client.reconnect_delay_set(1, 10)
+    return client
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        verifier = UnlockVerifier(
+            load_signing_key(args.key_file), args.door, max_skew_s=args.max_skew_s
+        )
+    except BadInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    controller = Controller(args, verifier, Relay(args.gpio_pin, args.pulse_s))
+    try:
+        client = make_client(args, controller)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    client.connect_async(args.host, args.port, keepalive=30)
+    client.loop_start()
+    try:
+        finished = controller.done.wait(args.timeout)
+    except KeyboardInterrupt:
+        finished = True
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        controller.relay.close()
+    if args.count is not None and not finished:
+        print(f"TIMEOUT after {controller.accepted} of {args.count} unlocks", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
