@@ -8,6 +8,7 @@ TLS, or that do not trust the broker's CA get nothing.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 import time
@@ -21,6 +22,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from facegate.config.mqtt import MqttConfig
+from facegate.mqtt.bus import VerifyRequest
+from facegate.mqtt.client import MqttPublisher
+from facegate.mqtt.signing import UnlockRejected, UnlockVerifier
 from tls_broker import EXAMPLE_DIR, TlsBroker, generate_certs, tls_broker, tools_missing
 
 pytestmark = pytest.mark.skipif(
@@ -233,3 +238,62 @@ def test_broker_runs_the_shipped_example(broker: TlsBroker) -> None:
         if line.split()[0] not in rewritten:
             assert line in running, line
     assert "allow_anonymous false" in kept and "require_certificate false" in kept
+
+
+def test_facegate_publisher_over_tls_through_the_acl(broker: TlsBroker, tmp_path: Path) -> None:
+    """facegate's own MQTT client, configured as in facegate.yaml (TLS, username,
+    password_file, client cert): its unlocks verify at the right door only, and the ACL
+    lets through what it needs (status, verify requests)."""
+    key = tmp_path / "hmac.key"
+    key.write_text(os.urandom(32).hex() + "\n")
+    password = tmp_path / "mqtt.password"
+    password.write_text(broker.passwords["facegate"] + "\n")
+    cert, cert_key = broker.client_cert("facegate")
+    config = MqttConfig.model_validate(
+        {
+            "host": broker.host,
+            "port": broker.port,
+            "username": "facegate",
+            "password_file": password,
+            "signing_key_file": key,
+            "tls": {"ca_file": broker.ca_file, "cert_file": cert, "key_file": cert_key},
+        }
+    )
+    publisher = MqttPublisher(
+        config, device="test", doors=["front", "back"], journal_dir=tmp_path / "journal"
+    )
+    requests: queue.Queue[VerifyRequest] = queue.Queue()
+    publisher.set_verify_handler(requests.put)
+    front = Conn("front").login(broker, "door-front")
+    back = Conn("back").login(broker, "door-back")
+    try:
+        front.subscribe("facegate/#", "facegate/front/#")
+        back.subscribe("facegate/back/#")
+        publisher.start()
+        assert publisher.wait_connected(WAIT_S), broker.log()
+        publisher.publish_unlock("front", "alice", "ev-front-1")
+        publisher.publish_unlock("back", "bob", "ev-back-1")
+        assert publisher.wait_all_acked(WAIT_S)
+
+        secret = bytes.fromhex(key.read_text().strip())
+        got_front = front.wait_for("facegate/front/unlock")
+        unlock = UnlockVerifier(secret, "front").verify(bytes(got_front[-1].payload))
+        assert unlock.person == "alice"
+        got_back = back.wait_for("facegate/back/unlock")
+        assert UnlockVerifier(secret, "back").verify(bytes(got_back[-1].payload)).person == "bob"
+        with pytest.raises(UnlockRejected):  # back's unlock is no good at the front door
+            UnlockVerifier(secret, "front").verify(bytes(got_back[-1].payload))
+
+        claim = {"request_id": "r-1", "identity": "alice", "timeout_s": 2}
+        _publish(front, "facegate/front/verify", json.dumps(claim).encode())
+        request = requests.get(timeout=WAIT_S)
+        assert (request.door, request.identity) == ("front", "alice")
+
+        time.sleep(QUIET_S)
+        front_topics = {m.topic for m in got_front + front.drain()}
+        assert not any(t.startswith("facegate/back/") for t in front_topics), front_topics
+        assert "facegate/front/status" in front_topics
+    finally:
+        publisher.close(timeout_s=2)
+        for conn in (front, back):
+            conn.stop()
