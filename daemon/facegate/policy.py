@@ -1,0 +1,460 @@
+"""Who may open which door when: multi-frame confirmation, permissions, cooldown, 1:1 claims.
+
+Pure decision logic for one door: no I/O, no threads, no MQTT. The service calls
+`DoorPolicy.observe` once per processed frame with the faces already matched upstream
+(threshold and margin applied by `Matcher.identify`), and gets back the decisions to publish.
+Time comes from an injectable clock (epoch seconds) so tests need no sleeping.
+
+Rules, all failing closed:
+- An identity is confirmed when it is the accepted identity in at least `confirm_frames` of
+  the last `window` frames (frames, not faces). Confirmation clears that identity's history,
+  so one approach gives one decision.
+- A confirmed identity is granted only if enrolled in the directory, valid now (not disabled,
+  inside valid_from..valid_until), allowed at this door and inside its schedule (if any).
+- After a granted or denied decision the same person gets no new decision at this door for
+  `cooldown_s`.
+- Faces without an accepted identity give at most one `unknown` decision per
+  `unknown_event_interval_s`; it never names the nearest candidate.
+- `card_and_face` doors unlock only for an active claim (badge/keypad) whose identity the face
+  matches 1:1 in `confirm_frames` of the frames since the claim. Every claim gets exactly one
+  `ClaimOutcome` (match, mismatch, superseded or timed out), in `face` mode too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final, Literal, Protocol
+
+from facegate.config.app import RecognitionConfig
+from facegate.matching import MatchResult
+
+logger = logging.getLogger(__name__)
+
+MODES: Final = frozenset({"face", "card_and_face"})
+NO_CLAIM: Final = "card_and_face: no valid claim"
+CLAIM_MISMATCH: Final = "face does not match claim"
+
+DecisionKind = Literal["granted", "denied", "unknown"]
+
+
+# --- what the policy needs from the people's source (EnrollmentConfig fits as is) ----------
+
+
+class OpenHours(Protocol):
+    """A schedule: open at a tz-aware instant or not."""
+
+    def is_open(self, when: datetime) -> bool: ...
+
+
+class PersonRules(Protocol):
+    """One person's access rules."""
+
+    @property
+    def schedule(self) -> str | None: ...
+
+    def may_use(self, door: str) -> bool: ...
+
+    def validity_problem(self, when: datetime) -> str | None: ...
+
+
+class PeopleDirectory(Protocol):
+    """Who is enrolled and their schedules; `facegate.config.EnrollmentConfig` is one."""
+
+    @property
+    def schedules(self) -> Mapping[str, OpenHours]: ...
+
+    def person(self, person_id: str) -> PersonRules | None: ...
+
+
+# --- the contract with the service ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FaceObservation:
+    """One usable face in one frame, already matched."""
+
+    match: MatchResult  # 1:K identify, threshold and margin applied
+    claim_match: MatchResult | None = None  # 1:1 verify against the active claim, if any
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A granted / denied / unknown decision at one door; `unlock` only when granted."""
+
+    kind: DecisionKind
+    door: str
+    person: str | None
+    distance: float
+    margin: float
+    frames: int
+    reason: str
+    event_id: str
+    ts: float
+    unlock: bool
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimOutcome:
+    """The answer to one 1:1 claim, for `<door>/verify/result`."""
+
+    request_id: str
+    identity: str
+    match: bool
+    distance: float | None
+    reason: str
+
+
+@dataclass(slots=True)
+class _Frame:
+    """What one frame contributed to the window."""
+
+    identities: set[str]
+    unknown: bool
+    claim: bool  # a face matched the active claim 1:1 (and nobody else 1:K)
+
+
+@dataclass(slots=True)
+class _Claim:
+    request_id: str
+    identity: str
+    deadline: float
+    best_distance: float | None = None
+
+
+@dataclass(slots=True)
+class _Digest:
+    """The best face per identity, the nearest unknown face and the best claim face."""
+
+    best: dict[str, MatchResult] = field(default_factory=dict)
+    unknown: MatchResult | None = None
+    claim: FaceObservation | None = None
+
+
+class DoorPolicy:
+    """Turns matched faces at one door into decisions and claim outcomes."""
+
+    def __init__(
+        self,
+        door: str,
+        mode: str,
+        recognition: RecognitionConfig,
+        people: PeopleDirectory,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.door = door
+        self._clock = clock
+        self._frames: deque[_Frame] = deque()
+        self._cooldown: dict[str, float] = {}
+        # "no valid claim" denials have their own rate limit so that a face seen before the
+        # badge is swiped does not put the person's claim into cooldown.
+        self._no_claim_cooldown: dict[str, float] = {}
+        self._last_unknown: float | None = None
+        self._claim: _Claim | None = None
+        self._outcomes: list[ClaimOutcome] = []
+        self._expired: list[ClaimOutcome] = []
+        self.update(recognition, people, mode)
+
+    # --- configuration ----------------------------------------------------------------------
+
+    def update(self, recognition: RecognitionConfig, people: PeopleDirectory, mode: str) -> None:
+        """Take new settings (SIGHUP); keeps cooldowns and the active claim, clears the window."""
+        if mode not in MODES:
+            raise ValueError(f"door {self.door}: mode must be one of {sorted(MODES)}, got {mode!r}")
+        self.mode = mode
+        self._recognition = recognition
+        self._people = people
+        self._frames = deque(maxlen=recognition.window)
+
+    # --- frames -----------------------------------------------------------------------------
+
+    def observe(self, faces: Sequence[FaceObservation], now: float | None = None) -> list[Decision]:
+        """Feed one processed frame (possibly without faces); return the decisions it made."""
+        now = self._clock() if now is None else now
+        self._expire(now)
+        digest = self._digest(faces)
+        self._frames.append(
+            _Frame(set(digest.best), digest.unknown is not None, digest.claim is not None)
+        )
+        decisions: list[Decision] = []
+        self._resolve_claim_match(digest, now, decisions)
+        for identity in sorted(digest.best):
+            self._confirm_identity(identity, digest, now, decisions)
+        self._confirm_unknown(digest, now, decisions)
+        return decisions
+
+    def _digest(self, faces: Sequence[FaceObservation]) -> _Digest:
+        digest = _Digest()
+        claim = self._claim
+        for face in faces:
+            match = face.match
+            if claim is not None:
+                self._note_claim_distance(claim, face)
+            if claim is not None and _counts_for_claim(face, claim.identity):
+                if digest.claim is None or _claim_distance(face) < _claim_distance(digest.claim):
+                    digest.claim = face
+                if match.identity is None:
+                    continue  # the claimed person's face, not a stranger
+            if match.identity is not None:
+                known = digest.best.get(match.identity)
+                if known is None or match.distance < known.distance:
+                    digest.best[match.identity] = match
+            elif digest.unknown is None or match.distance < digest.unknown.distance:
+                digest.unknown = match
+        return digest
+
+    @staticmethod
+    def _note_claim_distance(claim: _Claim, face: FaceObservation) -> None:
+        # Reported when a claim times out, so an installer can see how close it came.
+        result = face.claim_match
+        if result is not None and result.candidate == claim.identity:
+            if claim.best_distance is None or result.distance < claim.best_distance:
+                claim.best_distance = result.distance
+
+    def _count(self, identity: str) -> int:
+        return sum(1 for frame in self._frames if identity in frame.identities)
+
+    def _forget(self, identity: str) -> None:
+        for frame in self._frames:
+            frame.identities.discard(identity)
+
+    def _confirm_identity(
+        self, identity: str, digest: _Digest, now: float, out: list[Decision]
+    ) -> None:
+        claim = self._claim
+        if claim is not None and claim.identity == identity and self.mode == "card_and_face":
+            return  # the claim's 1:1 frames decide for this person, not 1:K alone
+        frames = self._count(identity)
+        if frames < self._recognition.confirm_frames:
+            return
+        self._forget(identity)
+        match = digest.best[identity]
+        request_id: str | None = None
+        if claim is not None and claim.identity != identity:
+            # Someone else was confirmed while a claim waited: never let it match later.
+            request_id = claim.request_id
+            self._finish_claim(False, CLAIM_MISMATCH, None)
+        if self.mode == "card_and_face":
+            reason = CLAIM_MISMATCH if request_id is not None else NO_CLAIM
+            self._deny_in_card_mode(identity, match, frames, reason, request_id, now, out)
+            return
+        self._decide_person(identity, match, frames, None, now, out)
+
+    def _deny_in_card_mode(
+        self,
+        identity: str,
+        match: MatchResult,
+        frames: int,
+        reason: str,
+        request_id: str | None,
+        now: float,
+        out: list[Decision],
+    ) -> None:
+        if reason == NO_CLAIM:
+            cooldown = self._recognition.cooldown_s
+            # A granted claim starts the real cooldown: no "no valid claim" right after it.
+            if not _quiet(self._cooldown, identity, now, cooldown, mark=False):
+                return
+            if not _quiet(self._no_claim_cooldown, identity, now, cooldown):
+                return
+            out.append(self._decision("denied", identity, match, frames, reason, now, request_id))
+            return
+        if _quiet(self._cooldown, identity, now, self._recognition.cooldown_s):
+            out.append(self._decision("denied", identity, match, frames, reason, now, request_id))
+
+    # --- claims -----------------------------------------------------------------------------
+
+    def claim(
+        self, request_id: str, identity: str, timeout_s: float, now: float | None = None
+    ) -> None:
+        """A badge or keypad says who is at the door; the next frames are checked 1:1.
+
+        The wait is `timeout_s`, capped at `verify_timeout_s` (a missing, non-positive or
+        non-finite value means `verify_timeout_s`). A claim still waiting is answered
+        "superseded" (match False): one claim at a time per door.
+        """
+        now = self._clock() if now is None else now
+        self._expire(now)
+        limit = self._recognition.verify_timeout_s
+        wait = timeout_s if math.isfinite(timeout_s) and timeout_s > 0 else limit
+        if self._claim is not None:
+            self._finish_claim(False, f"superseded by request {request_id}", None)
+        self._claim = _Claim(request_id, identity, now + min(wait, limit))
+        for frame in self._frames:
+            frame.claim = False  # only frames after the claim count for it
+        logger.debug("door %s: claim %s for %s", self.door, request_id, identity)
+
+    def active_claim_identity(self) -> str | None:
+        """The identity the service should verify each face against 1:1, or None."""
+        return None if self._claim is None else self._claim.identity
+
+    def expired_claims(self, now: float | None = None) -> list[ClaimOutcome]:
+        """Claims that timed out without a match (match False), each returned once."""
+        self._expire(self._clock() if now is None else now)
+        expired, self._expired = self._expired, []
+        return expired
+
+    def take_claim_outcomes(self) -> list[ClaimOutcome]:
+        """Claims answered by `observe` (match, mismatch) or superseded, each returned once."""
+        outcomes, self._outcomes = self._outcomes, []
+        return outcomes
+
+    def _expire(self, now: float) -> None:
+        claim = self._claim
+        if claim is None or now < claim.deadline:
+            return
+        self._claim = None
+        self._expired.append(
+            ClaimOutcome(claim.request_id, claim.identity, False, claim.best_distance, "timeout")
+        )
+        logger.debug("door %s: claim %s timed out", self.door, claim.request_id)
+
+    def _finish_claim(self, matched: bool, reason: str, distance: float | None) -> None:
+        claim = self._claim
+        if claim is None:
+            return
+        self._claim = None
+        if distance is None:
+            distance = claim.best_distance
+        self._outcomes.append(
+            ClaimOutcome(claim.request_id, claim.identity, matched, distance, reason)
+        )
+        logger.debug("door %s: claim %s -> %s (%s)", self.door, claim.request_id, matched, reason)
+
+    def _resolve_claim_match(self, digest: _Digest, now: float, out: list[Decision]) -> None:
+        claim, face = self._claim, digest.claim
+        if claim is None or face is None:
+            return
+        frames = sum(1 for frame in self._frames if frame.claim)
+        if frames < self._recognition.confirm_frames:
+            return
+        identity, request_id = claim.identity, claim.request_id
+        self._finish_claim(True, "match", _claim_distance(face))
+        if self.mode != "card_and_face":
+            return  # face mode: the claim is answered, unlocking follows the 1:K path
+        self._forget(identity)
+        result = face.claim_match
+        assert result is not None  # _counts_for_claim checked it
+        match = MatchResult(identity, identity, result.distance, face.match.margin, "match")
+        self._decide_person(identity, match, frames, request_id, now, out)
+
+    # --- decisions --------------------------------------------------------------------------
+
+    def _decide_person(
+        self,
+        identity: str,
+        match: MatchResult,
+        frames: int,
+        request_id: str | None,
+        now: float,
+        out: list[Decision],
+    ) -> None:
+        if not _quiet(self._cooldown, identity, now, self._recognition.cooldown_s):
+            logger.debug("door %s: %s in cooldown", self.door, identity)
+            return
+        problem = self.permission_problem(identity, datetime.fromtimestamp(now, UTC))
+        kind: DecisionKind = "denied" if problem else "granted"
+        out.append(
+            self._decision(kind, identity, match, frames, problem or "match", now, request_id)
+        )
+
+    def permission_problem(self, identity: str, when: datetime) -> str | None:
+        """Why `identity` may not open this door at aware `when` (a denial reason), or None."""
+        person = self._people.person(identity)
+        if person is None:
+            return "not enrolled"
+        problem = person.validity_problem(when)
+        if problem is not None:
+            return problem
+        if not person.may_use(self.door):
+            return f"not allowed at door {self.door}"
+        if person.schedule is not None:
+            hours = self._people.schedules.get(person.schedule)
+            if hours is None:
+                return f"unknown schedule {person.schedule}"
+            if not hours.is_open(when):
+                return f"outside schedule {person.schedule}"
+        return None
+
+    def _confirm_unknown(self, digest: _Digest, now: float, out: list[Decision]) -> None:
+        nearest = digest.unknown
+        if nearest is None:
+            return
+        frames = sum(1 for frame in self._frames if frame.unknown)
+        if frames < self._recognition.confirm_frames:
+            return
+        if not self._unknown_allowed(now):
+            return
+        for frame in self._frames:
+            frame.unknown = False
+        # The nearest candidate's name stays out: it would tell who the stranger resembles.
+        out.append(self._decision("unknown", None, nearest, frames, "unknown face", now, None))
+
+    def _unknown_allowed(self, now: float) -> bool:
+        last = self._last_unknown
+        interval = self._recognition.unknown_event_interval_s
+        if last is not None and now < last:
+            self._last_unknown = now  # clock stepped back: restart the interval from here
+            return False
+        if last is not None and now - last < interval:
+            return False
+        self._last_unknown = now
+        return True
+
+    def _decision(
+        self,
+        kind: DecisionKind,
+        person: str | None,
+        match: MatchResult,
+        frames: int,
+        reason: str,
+        now: float,
+        request_id: str | None,
+    ) -> Decision:
+        return Decision(
+            kind=kind,
+            door=self.door,
+            person=person,
+            distance=match.distance,
+            margin=match.margin,
+            frames=frames,
+            reason=reason,
+            event_id=uuid.uuid4().hex,
+            ts=now,
+            unlock=kind == "granted",
+            request_id=request_id,
+        )
+
+
+def _counts_for_claim(face: FaceObservation, identity: str) -> bool:
+    """A 1:1 match for the claim that 1:K does not attribute to somebody else."""
+    result = face.claim_match
+    if result is None or result.identity != identity:
+        return False
+    return face.match.identity is None or face.match.identity == identity
+
+
+def _claim_distance(face: FaceObservation) -> float:
+    return face.claim_match.distance if face.claim_match is not None else math.inf
+
+
+def _quiet(
+    last: dict[str, float], key: str, now: float, interval: float, *, mark: bool = True
+) -> bool:
+    """Whether `key` is out of its cooldown at `now`; if so and `mark`, start a new one."""
+    previous = last.get(key)
+    if previous is not None and now < previous:
+        last[key] = now  # clock stepped back: restart the cooldown from here, fail closed
+        return False
+    if previous is not None and now - previous < interval:
+        return False
+    if mark:
+        last[key] = now
+    return True
