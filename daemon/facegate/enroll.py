@@ -170,15 +170,15 @@ class _Run:
         reused_before = self.reused
         for path in self.config.images_for(person):
             try:
-                entry = self._entry(person.id, path, field_name)
-            except BadInputError as exc:
-                if not self.skip_bad or exc.field != field_name:
-                    raise
-                self._warn(f"skipped {path}: {exc.detail}")
-                rejected.append(Rejection(str(path), exc.detail))
-                continue
-            if entry is not None:
-                used.append(entry)
+                digest = _file_sha256(path, field_name)
+                if not self._claim(digest, person.id, path, field_name):
+                    continue
+                used.append(self._entry(person.id, path, digest, field_name))
+            except _SkippableImageError as exc:
+                if not self.skip_bad:
+                    raise exc.error from None
+                self._warn(f"skipped {path}: {exc.error.detail}")
+                rejected.append(Rejection(str(path), exc.error.detail))
         if not used:
             problem = "no usable image: not enrolled"
             if not self.skip_bad:
@@ -187,22 +187,22 @@ class _Run:
         self.entries.extend(used)
         self.reports.append(_person_report(person, used, rejected, self.reused - reused_before))
 
-    def _entry(self, person_id: str, path: Path, field_name: str) -> GalleryEntry | None:
-        """The gallery row for one image (None for a duplicate of this person's own image)."""
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise BadInputError(path, f"cannot read: {exc.strerror}", field=field_name) from None
-        digest = hashlib.sha256(data).hexdigest()
+    def _claim(self, digest: str, person_id: str, path: Path, field_name: str) -> bool:
+        """Record who an image belongs to; False for a repeat of this person's own image.
+        One image for two people is a mistake in the file, never skipped."""
         owner = self.owner.get(digest)
-        if owner is not None and owner != person_id:
+        if owner is None:
+            self.owner[digest] = person_id
+            return True
+        if owner != person_id:
             raise BadInputError(
                 path, f"the same image is already enrolled for {owner!r}", field=field_name
             )
-        if owner is not None:
-            logger.debug("%s: duplicate of an image already listed for %s", path, person_id)
-            return None
-        self.owner[digest] = person_id
+        logger.debug("%s: duplicate of an image already listed for %s", path, person_id)
+        return False
+
+    def _entry(self, person_id: str, path: Path, digest: str, field_name: str) -> GalleryEntry:
+        """The gallery row for one image: reused if this model already embedded its bytes."""
         old = self.reusable.get(digest)
         if old is not None:
             self.reused += 1
@@ -225,11 +225,28 @@ class _Run:
             return self.engine.encode_one(load_image(path), source=path)
         except BadInputError as exc:
             # Same error class (NoFaceError, ManyFacesError, ...), now naming the YAML field.
-            raise type(exc)(path, exc.detail, field=field_name) from None
+            raise _SkippableImageError(type(exc)(path, exc.detail, field=field_name)) from None
 
     def _warn(self, message: str) -> None:
         logger.warning("%s", message)
         self.warnings.append(message)
+
+
+class _SkippableImageError(Exception):
+    """Carries a per-image BadInputError that --skip-bad may turn into a warning."""
+
+    def __init__(self, error: BadInputError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _file_sha256(path: Path, field_name: str) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        error = BadInputError(path, f"cannot read: {exc.strerror}", field=field_name)
+        raise _SkippableImageError(error) from None
+    return hashlib.sha256(data).hexdigest()
 
 
 def _previous_gallery(path: Path, warnings: list[str]) -> Gallery | None:

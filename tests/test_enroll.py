@@ -1,0 +1,333 @@
+"""`facegate enroll` with the real models on the 5-celebrity train images.
+
+Every bad input must exit 2 naming the image and leave the gallery byte-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facegate.cli import main
+from facegate.enroll import enroll
+from facegate.errors import BadInputError, ConfigError, ManyFacesError, NoFaceError
+from facegate.gallery import Gallery
+from facegate.imageio import load_image
+from facegate.vision.engine import FaceEngine
+from facegate.vision.types import FaceEncoding, ImageArray
+
+PEOPLE = ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna")
+PER_PERSON = 4
+
+
+class CountingEngine:
+    """The real engine, counting how often enrollment asks it to embed an image."""
+
+    def __init__(self, engine: FaceEngine) -> None:
+        self.engine = engine
+        self.calls = 0
+
+    @property
+    def fingerprint(self) -> str:
+        return self.engine.fingerprint
+
+    def encode_one(self, image: ImageArray, source: str | Path) -> FaceEncoding:
+        self.calls += 1
+        return self.engine.encode_one(image, source)
+
+
+@dataclass(frozen=True)
+class CleanImage:
+    path: Path
+    face_px: float
+
+
+@pytest.fixture(scope="session")
+def clean(engine: FaceEngine, celeb_dir: Path) -> dict[str, list[CleanImage]]:
+    """Train images holding exactly one usable face, per person (the set has a few that
+    do not: group photos, tiny faces)."""
+    found: dict[str, list[CleanImage]] = {}
+    for person_dir in sorted((celeb_dir / "train").iterdir()):
+        found[person_dir.name] = []
+        for path in sorted(person_dir.glob("*.jpg")):
+            try:
+                face = engine.encode_one(load_image(path), path)
+            except BadInputError:
+                continue
+            found[person_dir.name].append(CleanImage(path, face.quality.face_px))
+    return found
+
+
+@dataclass
+class Site:
+    """A folder with an enrollment.yaml, its images and the gallery path."""
+
+    root: Path
+    enrollment: Path
+    gallery: Path
+
+    def write(self, people: dict[str, list[str]], extra: str = "") -> None:
+        lines = ["people:"]
+        for person, images in people.items():
+            lines += [f"  - id: {person}", f"    images: {json.dumps(images)}", '    doors: ["*"]']
+        self.enrollment.write_text("\n".join(lines) + "\n" + extra)
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Every file in the gallery's folder, byte for byte."""
+        return {p.name: p.read_bytes() for p in sorted(self.gallery.parent.iterdir())}
+
+
+@pytest.fixture
+def site(tmp_path: Path, clean: dict[str, list[CleanImage]]) -> Site:
+    """PER_PERSON clean images per person copied into imgs/<person>/, all enrolled."""
+    for person in PEOPLE:
+        folder = tmp_path / "imgs" / person
+        folder.mkdir(parents=True)
+        for image in clean[person][:PER_PERSON]:
+            shutil.copy(image.path, folder / image.path.name)
+    (tmp_path / "var").mkdir()
+    result = Site(tmp_path, tmp_path / "enrollment.yaml", tmp_path / "var" / "gallery.fgg")
+    result.write({p: [f"imgs/{p}/"] for p in PEOPLE})
+    return result
+
+
+def run_cli(site: Site, models_dir: Path, *flags: str) -> int:
+    return main(
+        [
+            "enroll",
+            "--enrollment",
+            str(site.enrollment),
+            "--gallery",
+            str(site.gallery),
+            "--models",
+            str(models_dir),
+            *flags,
+        ]
+    )
+
+
+# --- the happy paths -------------------------------------------------------------------------
+
+
+def test_enroll_reuse_change_and_remove(
+    site: Site, engine: FaceEngine, clean: dict[str, list[CleanImage]], celeb_dir: Path
+) -> None:
+    counting = CountingEngine(engine)
+    first = enroll(site.enrollment, site.gallery, counting)
+    assert (first.embedded, first.reused, counting.calls) == (16, 0, 16)
+    assert [(p.person_id, p.images_used) for p in first.people] == [(p, 4) for p in PEOPLE]
+    gallery = Gallery.load(site.gallery, engine.fingerprint)
+    assert gallery.person_ids == PEOPLE and gallery.num_embeddings == 16
+    matcher = gallery.matcher()
+    hits = 0
+    for person in PEOPLE:
+        probe = sorted((celeb_dir / "val" / person).glob("*.jpg"))[0]
+        face = engine.encode_one(load_image(probe), probe)
+        assert face.embedding is not None
+        hits += matcher.identify(face.embedding, threshold=2.0).candidate == person
+    assert hits >= 3, "mean templates of 4 images should find most val probes"
+
+    counting.calls = 0
+    again = enroll(site.enrollment, site.gallery, counting)
+    assert (again.embedded, again.reused, counting.calls) == (0, 16, 0)
+    np.testing.assert_array_equal(
+        Gallery.load(site.gallery, engine.fingerprint).embeddings, gallery.embeddings
+    )
+
+    changed = site.root / "imgs" / "madonna" / clean["madonna"][0].path.name
+    shutil.copy(clean["madonna"][PER_PERSON].path, changed)  # same name, new content
+    after_change = enroll(site.enrollment, site.gallery, counting)
+    assert (after_change.embedded, counting.calls) == (1, 1)
+
+    site.write({p: [f"imgs/{p}/"] for p in PEOPLE if p != "elton_john"})
+    after_remove = enroll(site.enrollment, site.gallery, counting)
+    assert after_remove.removed == ("elton_john",)
+    assert (after_remove.embedded, counting.calls) == (0, 1)
+    assert "elton_john" not in Gallery.load(site.gallery, engine.fingerprint).person_ids
+
+
+def test_cli_prints_a_table_and_json(
+    site: Site, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(site, models_dir) == 0
+    table = capsys.readouterr().out
+    assert "madonna" in table and "4 people, 16 images embedded" in table
+    assert run_cli(site, models_dir, "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["embedded"], report["reused"], report["enrolled"]) == (0, 16, 4)
+    assert site.gallery.stat().st_mode & 0o777 == 0o600
+
+
+def test_check_writes_nothing(site: Site, models_dir: Path) -> None:
+    assert run_cli(site, models_dir, "--check") == 0
+    assert not site.gallery.exists()
+    assert run_cli(site, models_dir) == 0
+    before = site.snapshot()
+    site.write({p: [f"imgs/{p}/"] for p in PEOPLE[:2]})
+    assert run_cli(site, models_dir, "--check") == 0
+    assert site.snapshot() == before
+
+
+def test_gallery_of_another_model_is_re_embedded(site: Site, engine: FaceEngine) -> None:
+    counting = CountingEngine(engine)
+    enroll(site.enrollment, site.gallery, counting)
+    old = Gallery.load(site.gallery, engine.fingerprint)
+    other = Gallery.build(
+        fingerprint="f" * 64,
+        people=old.people,
+        entries=list(old.entries()),
+    )
+    other.save(site.gallery)
+    counting.calls = 0
+    report = enroll(site.enrollment, site.gallery, counting)
+    assert counting.calls == 16 and any("another model" in w for w in report.warnings)
+    assert Gallery.load(site.gallery, engine.fingerprint).num_embeddings == 16
+
+
+def test_corrupt_gallery_is_rebuilt(site: Site, engine: FaceEngine) -> None:
+    site.gallery.write_bytes(b"not a gallery")
+    report = enroll(site.enrollment, site.gallery, engine)
+    assert report.embedded == 16 and any("unusable" in w for w in report.warnings)
+    Gallery.load(site.gallery, engine.fingerprint)
+
+
+# --- bad input: exit 2, the image and field named, the gallery untouched ---------------------
+
+
+def _non_image(site: Site, clean: dict[str, list[CleanImage]]) -> Path:
+    path = site.root / "bad" / "notes.jpg"
+    path.write_text("this is not a photo\n")
+    return path
+
+
+def _truncated_jpeg(site: Site, clean: dict[str, list[CleanImage]]) -> Path:
+    path = site.root / "bad" / "truncated.jpg"
+    path.write_bytes(clean["madonna"][-1].path.read_bytes()[:3000])
+    return path
+
+
+def _grey(site: Site, clean: dict[str, list[CleanImage]]) -> Path:
+    path = site.root / "bad" / "grey.png"
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(path)
+    return path
+
+
+def _landscape_crop(site: Site, clean: dict[str, list[CleanImage]]) -> Path:
+    """The top strip of a portrait: hair and background, no face."""
+    path = site.root / "bad" / "strip.jpg"
+    with Image.open(clean["elton_john"][-1].path) as img:
+        img.crop((0, 0, img.width, max(40, img.height // 8))).save(path)
+    return path
+
+
+def _two_faces(site: Site, clean: dict[str, list[CleanImage]]) -> Path:
+    path = site.root / "bad" / "two.jpg"
+    with Image.open(clean["ben_afflek"][0].path) as a, Image.open(clean["madonna"][0].path) as b:
+        a, b = (im.convert("RGB").resize((400, 400 * im.height // im.width)) for im in (a, b))
+        canvas = Image.new("RGB", (800, max(a.height, b.height)), (255, 255, 255))
+        canvas.paste(a, (0, 0))
+        canvas.paste(b, (400, 0))
+        canvas.save(path)
+    return path
+
+
+def _tiny_face(site: Site, clean: dict[str, list[CleanImage]]) -> Path:
+    """The whole photo scaled down: the detector still sees the face, at ~25 px."""
+    image = clean["jerry_seinfeld"][0]
+    path = site.root / "bad" / "tiny.jpg"
+    with Image.open(image.path) as img:
+        scale = 25.0 / image.face_px
+        img.resize((round(img.width * scale), round(img.height * scale))).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "says"),
+    [
+        (_non_image, BadInputError, "not an image"),
+        (_truncated_jpeg, BadInputError, "truncated"),
+        (_grey, NoFaceError, "no face"),
+        (_landscape_crop, BadInputError, ""),
+        (_two_faces, ManyFacesError, "2 faces"),
+        (_tiny_face, BadInputError, "too small"),
+    ],
+    ids=["non-image", "truncated-jpeg", "grey", "landscape-strip", "two-faces", "tiny-face"],
+)
+def test_bad_image_changes_nothing(
+    site: Site,
+    models_dir: Path,
+    engine: FaceEngine,
+    clean: dict[str, list[CleanImage]],
+    capsys: pytest.CaptureFixture[str],
+    make: object,
+    error: type[BadInputError],
+    says: str,
+) -> None:
+    assert run_cli(site, models_dir) == 0
+    assert run_cli(site, models_dir) == 0  # now a .bak exists too: both must survive
+    before = site.snapshot()
+    (site.root / "bad").mkdir()
+    bad = make(site, clean)  # type: ignore[operator]
+    people = {p: [f"imgs/{p}/"] for p in PEOPLE}
+    people["madonna"].append(f"bad/{bad.name}")
+    site.write(people)
+    capsys.readouterr()
+
+    assert run_cli(site, models_dir) == 2
+    message = capsys.readouterr().err
+    assert bad.name in message and "people[3].images" in message and says in message, message
+    assert site.snapshot() == before
+    with pytest.raises(error):
+        enroll(site.enrollment, site.gallery, engine)
+    assert site.snapshot() == before
+
+    assert run_cli(site, models_dir, "--skip-bad", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    madonna = next(p for p in report["people"] if p["person_id"] == "madonna")
+    assert madonna["images_used"] == PER_PERSON
+    assert [Path(r["image"]).name for r in madonna["rejected"]] == [bad.name]
+
+
+@pytest.mark.parametrize(
+    ("yaml_extra", "images", "says"),
+    [
+        ("    favourite_colour: blue\n", None, "favourite_colour"),
+        ("", "imgs/madonna/missing.jpg", "missing.jpg"),
+        ("", "imgs/ben_afflek/", "already enrolled for 'ben_afflek'"),
+    ],
+    ids=["unknown-key", "missing-image", "same-image-two-people"],
+)
+def test_bad_enrollment_changes_nothing(
+    site: Site,
+    models_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    yaml_extra: str,
+    images: str | None,
+    says: str,
+) -> None:
+    assert run_cli(site, models_dir) == 0
+    before = site.snapshot()
+    people = {p: [f"imgs/{p}/"] for p in PEOPLE}
+    if images:
+        people["madonna"].append(images)
+    site.write(people, yaml_extra)
+    capsys.readouterr()
+    for flags in ((), ("--skip-bad",), ("--check",)):
+        assert run_cli(site, models_dir, *flags) == 2
+        message = capsys.readouterr().err
+        assert says in message, message
+        assert site.snapshot() == before
+
+
+def test_unknown_key_names_file_and_line(site: Site, engine: FaceEngine) -> None:
+    site.write({"madonna": ["imgs/madonna/"]}, "    favourite_colour: blue\n")
+    with pytest.raises(ConfigError) as info:
+        enroll(site.enrollment, site.gallery, engine)
+    assert str(site.enrollment) in str(info.value) and info.value.line is not None
+    assert not site.gallery.exists()
