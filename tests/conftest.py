@@ -8,6 +8,41 @@ from pathlib import Path
 import pytest
 
 from broker import MosquittoBroker
+from facegate.vision.engine import FaceEngine
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = REPO / "models"
+CELEB = MODELS / "data" / "5-celebrity"
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The folder `make models` fills (the test target builds it first)."""
+    if not (MODELS / "facenet_int8.tflite").is_file():
+        pytest.fail("models missing: run `make models` (make test does it for you)")
+    return MODELS
+
+
+@pytest.fixture(scope="session")
+def celeb_dir(models_dir: Path) -> Path:
+    """The 5-celebrity images shipped with the FaceNet sdist: train/ and val/ per person."""
+    return CELEB
+
+
+@pytest.fixture(scope="session")
+def engine(models_dir: Path) -> FaceEngine:
+    """The real int8 engine, loaded once per test session."""
+    return FaceEngine.load(models_dir, "int8")
+
+
+@pytest.fixture(scope="session")
+def float_engine(models_dir: Path) -> FaceEngine:
+    return FaceEngine.load(models_dir, "float32")
+
+
+def celeb_image(person: str, split: str = "val", index: int = 0) -> Path:
+    """A deterministic image of one person (sorted file order)."""
+    return sorted((CELEB / split / person).glob("*.jpg"))[index]
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ class MatchResult:
 def l2_normalize(vectors: FloatArray) -> FloatArray:
     """Scale rows (or one vector) to unit length; zero rows stay zero."""
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 def build_templates(embeddings: FloatArray, labels: Sequence[str]) -> tuple[list[str], FloatArray]:
@@ -77,7 +77,7 @@ class Matcher:
     def distances(self, probe: FloatArray) -> FloatArray:
         """L2 distance from one unit probe to every template: sqrt(2 - 2 cos)."""
         cos = self._templates @ probe.astype(np.float32, copy=False)
-        return np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, 4.0))
+        return np.asarray(np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, 4.0)), dtype=np.float32)
 
     def identify(self, probe: FloatArray, threshold: float, margin: float = 0.0) -> MatchResult:
         """1:K: the nearest identity if within `threshold` and `margin` ahead of the next."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -18,6 +19,9 @@ logger = logging.getLogger(__name__)
 
 EmbedderKind = Literal["int8", "float32"]
 
+#: Where scripts/install-pi.sh puts the models on a device.
+INSTALLED_MODELS_DIR: Final = Path("/opt/facegate/models")
+
 MODEL_FILES: Final = {
     "detector_short": "blazeface_short_range.tflite",
     "detector_full": "blazeface_full_range.tflite",
@@ -31,7 +35,7 @@ class QualityGate:
     """Faces smaller or blurrier than this are detected but never embedded."""
 
     min_face_px: float = 40.0
-    min_sharpness: float = 15.0
+    min_sharpness: float = 20.0
 
 
 class FaceEngine:
@@ -109,3 +113,14 @@ class FaceEngine:
         if not usable:
             raise BadInputError(source, faces[0].quality.reason)
         return usable[0]
+
+
+def default_models_dir() -> Path:
+    """$FACEGATE_MODELS, else the checkout's models/ (development), else the installed one."""
+    env = os.environ.get("FACEGATE_MODELS")
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[3] / "models"
+    if (checkout / MODEL_FILES["int8"]).is_file():
+        return checkout
+    return INSTALLED_MODELS_DIR

@@ -82,4 +82,4 @@ def dequantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     if values.dtype == np.float32:
         return values
     scale, zero = detail["quantization"]
-    return (values.astype(np.float32) - zero) * scale
+    return np.asarray((values.astype(np.float32) - zero) * scale, dtype=np.float32)

@@ -1,0 +1,261 @@
+"""`facegate ...`: the one place that parses argv, prints, and picks exit codes.
+
+Exit codes: 0 ok / match, 1 rejected / no match / unknown, 2 bad input or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from facegate.errors import BadInputError, FacegateError, GalleryError, ModelError
+
+if TYPE_CHECKING:
+    from facegate.enroll import EnrollReport
+    from facegate.matching import Matcher, MatchResult
+    from facegate.vision.engine import EmbedderKind, FaceEngine
+
+EXIT_OK = 0
+EXIT_REJECTED = 1
+EXIT_BAD_INPUT = 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+# --- subcommands -----------------------------------------------------------------------------
+# Each subcommand is a pair: _add_<name>(subparsers) declares its arguments and sets `handler`.
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facegate", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in _SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def _add_engine_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", type=Path, help="folder built by `make models`")
+    parser.add_argument(
+        "--model", choices=("int8", "float"), default="int8", help="embedder (default int8)"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for inference")
+    parser.add_argument("--json", action="store_true", help="print a JSON object")
+
+
+def _add_match_args(parser: argparse.ArgumentParser) -> None:
+    refs = parser.add_mutually_exclusive_group(required=True)
+    refs.add_argument("--refs", type=Path, help="folder of <id>.<ext> images or <id>/ folders")
+    refs.add_argument("--gallery", type=Path, help="gallery file written by `facegate enroll`")
+    parser.add_argument(
+        "--threshold", type=float, default=0.9, help="max L2 distance to accept (default 0.9)"
+    )
+    _add_engine_args(parser)
+
+
+def _load_engine(args: argparse.Namespace) -> FaceEngine:
+    from facegate.vision.engine import FaceEngine, default_models_dir
+
+    kind: EmbedderKind = "float32" if args.model == "float" else "int8"
+    return FaceEngine.load(args.models or default_models_dir(), kind, args.threads)
+
+
+def _load_matcher(args: argparse.Namespace, engine: FaceEngine) -> Matcher:
+    if args.refs is not None:
+        from facegate.references import load_references
+
+        return load_references(args.refs, engine)
+    from facegate.gallery import Gallery
+
+    return Gallery.load(args.gallery, engine.fingerprint).matcher()
+
+
+def _probe_faces(args: argparse.Namespace, engine: FaceEngine) -> list[Any]:
+    """Usable faces in the probe image; an image without one is bad input (exit 2)."""
+    from facegate.imageio import load_image
+
+    faces = engine.encode(load_image(args.image))
+    if not faces:
+        raise BadInputError(args.image, "no face found")
+    usable = [f for f in faces if f.embedding is not None]
+    if not usable:
+        raise BadInputError(args.image, faces[0].quality.reason)
+    return usable
+
+
+def _result_json(result: MatchResult, face: Any) -> dict[str, Any]:
+    return {
+        "match": result.accepted,
+        "identity": result.identity,
+        "candidate": result.candidate,
+        "distance": round(result.distance, 4),
+        "margin": round(result.margin, 4),
+        "reason": result.reason,
+        "box": [round(v, 1) for v in face.detection.box],
+    }
+
+
+def _add_verify(sub: Any) -> None:
+    parser = sub.add_parser("verify", help="1:1: is the face in IMAGE the claimed identity?")
+    parser.add_argument("image", type=Path)
+    parser.add_argument("--as", dest="identity", required=True, help="claimed identity")
+    _add_match_args(parser)
+    parser.set_defaults(handler=_cmd_verify)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    engine = _load_engine(args)
+    matcher = _load_matcher(args, engine)
+    if args.identity not in matcher:
+        raise BadInputError(args.refs or args.gallery, f"{args.identity!r} is not enrolled")
+    face = _probe_faces(args, engine)[0]  # largest face: the person at the reader
+    result = matcher.verify(face.embedding, args.identity, args.threshold)
+    if args.json:
+        _print_json(_result_json(result, face))
+    else:
+        verdict = "MATCH" if result.accepted else "NO MATCH"
+        print(f"{verdict} {args.identity} distance={result.distance:.3f} ({result.reason})")
+    return EXIT_OK if result.accepted else EXIT_REJECTED
+
+
+def _add_identify(sub: Any) -> None:
+    parser = sub.add_parser("identify", help="1:K: who is in IMAGE? (one result per face)")
+    parser.add_argument("image", type=Path)
+    parser.add_argument(
+        "--margin", type=float, default=0.1, help="min distance gap to the second-best identity"
+    )
+    _add_match_args(parser)
+    parser.set_defaults(handler=_cmd_identify)
+
+
+def _cmd_identify(args: argparse.Namespace) -> int:
+    engine = _load_engine(args)
+    matcher = _load_matcher(args, engine)
+    faces = _probe_faces(args, engine)
+    results = [(matcher.identify(f.embedding, args.threshold, args.margin), f) for f in faces]
+    if args.json:
+        _print_json({"faces": [_result_json(r, f) for r, f in results]})
+    else:
+        for result, _ in results:
+            name = result.identity or "unknown"
+            print(
+                f"{name} distance={result.distance:.3f} margin={result.margin:.3f}"
+                f" (nearest {result.candidate}: {result.reason})"
+            )
+    return EXIT_OK if any(r.accepted for r, _ in results) else EXIT_REJECTED
+
+
+def _add_evaluate(sub: Any) -> None:
+    parser = sub.add_parser("evaluate", help="EER, TAR@FAR and top-1 on DIR/<person>/*.jpg")
+    parser.add_argument("dataset", type=Path, help="DIR/<person>/ or DIR/{train,val}/<person>/")
+    parser.add_argument("--plot", type=Path, help="write the ROC curve PNG here")
+    _add_engine_args(parser)
+    parser.set_defaults(handler=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from facegate.evaluation import evaluate, plot_roc
+
+    engine = _load_engine(args)
+    report, genuine, impostor = evaluate(engine, args.dataset)
+    if args.plot:
+        plot_roc({f"facegate {args.model}": (genuine, impostor)}, args.plot)
+    if args.json:
+        _print_json(report.to_json())
+        return EXIT_OK
+    roc = report.roc
+    print(f"images {report.images}, failed to enroll {len(report.failures)}")
+    print(f"pairs: {roc.pairs_genuine} genuine, {roc.pairs_impostor} impostor")
+    print(f"EER {roc.eer:.2%} at L2 {roc.threshold_eer:.3f}")
+    for key, tar in roc.tar_at_far.items():
+        print(f"TAR {tar:.2%} at FAR {key} (L2 <= {roc.threshold_at_far[key]:.3f})")
+    print(f"top-1 {report.top1:.2%} over {report.probes} probes")
+    return EXIT_OK
+
+
+def _add_enroll(sub: Any) -> None:
+    p = sub.add_parser("enroll", help="build the gallery from enrollment.yaml (incremental)")
+    p.add_argument("--config", type=Path, help="facegate.yaml: enrollment, gallery and models")
+    p.add_argument("--enrollment", type=Path, help="enrollment.yaml (overrides the config)")
+    p.add_argument("--gallery", type=Path, help="gallery file to write (overrides the config)")
+    p.add_argument("--models", type=Path, help="folder built by `make models` (overrides)")
+    p.add_argument("--skip-bad", action="store_true", help="warn about bad images, skip them")
+    p.add_argument("--check", action="store_true", help="validate everything, write nothing")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(handler=_cmd_enroll)
+
+
+def _cmd_enroll(args: argparse.Namespace) -> int:
+    from facegate.config import load_config
+    from facegate.enroll import LazyEngine, enroll
+    from facegate.vision.engine import default_models_dir
+
+    config = load_config(args.config) if args.config else None
+    enrollment = args.enrollment or (config.enrollment if config else None)
+    gallery = args.gallery or (config.gallery if config else None)
+    if enrollment is None or gallery is None:
+        raise BadInputError("facegate enroll", "give --config FILE, or --enrollment and --gallery")
+    models_dir = args.models or (config.models.dir if config else default_models_dir())
+    engine = (
+        LazyEngine(models_dir, config.models.embedder, config.models.threads)
+        if config
+        else LazyEngine(models_dir)
+    )
+    report = enroll(enrollment, gallery, engine, skip_bad=args.skip_bad, check_only=args.check)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        _print_enroll_report(report)
+    return EXIT_OK
+
+
+def _print_enroll_report(report: EnrollReport) -> None:
+    print(f"{'person':<24} {'used':>4} {'reused':>6} {'face px':>7} {'sharp':>6}  rejected")
+    for p in report.people:
+        px = "-" if p.mean_face_px is None else f"{p.mean_face_px:.0f}"
+        sharp = "-" if p.mean_sharpness is None else f"{p.mean_sharpness:.0f}"
+        why = "; ".join(f"{Path(r.image).name}: {r.reason}" for r in p.rejected) or "-"
+        print(
+            f"{p.person_id:<24} {p.images_used:>4} {p.images_reused:>6} {px:>7} {sharp:>6}  {why}"
+        )
+    done = f"wrote {report.gallery}" if report.written else "checked, nothing written"
+    removed = f"; removed: {', '.join(report.removed)}" if report.removed else ""
+    print(
+        f"{report.enrolled} people, {report.embedded} images embedded, {report.reused} reused"
+        f"{removed}; {done} in {report.seconds:.2f} s"
+    )
+
+
+_SUBCOMMANDS: list[Callable[[Any], None]] = [_add_verify, _add_identify, _add_evaluate]
+_SUBCOMMANDS.append(_add_enroll)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except BadInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (ModelError, GalleryError, FacegateError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130

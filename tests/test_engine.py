@@ -1,0 +1,143 @@
+"""The face engine on real images with the real models: detect, align, embed, match."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import celeb_image
+from facegate.evaluation import embed_samples, pair_distances, scan_dataset
+from facegate.imageio import load_image
+from facegate.matching import Matcher, triplet_loss
+from facegate.vision.engine import FaceEngine
+
+PEOPLE = ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling")
+
+
+@pytest.fixture(scope="module")
+def train_matcher(engine: FaceEngine, celeb_dir: Path) -> Matcher:
+    samples = [s for s in scan_dataset(celeb_dir) if s.split == "train"]
+    kept, vectors, _ = embed_samples(engine, samples)
+    return Matcher.from_embeddings(vectors, [s.person for s in kept])
+
+
+def test_detector_finds_one_face_with_keypoints_inside_the_box(engine: FaceEngine) -> None:
+    image = load_image(celeb_image("madonna"))
+    faces = engine.detect(image)
+    assert len(faces) == 1
+    face = faces[0]
+    x0, y0, x1, y1 = face.box
+    assert 0 <= x0 < x1 <= image.shape[1] and 0 <= y0 < y1 <= image.shape[0]
+    assert face.score > 0.7
+    eyes = face.keypoints[:2]
+    assert np.all((eyes[:, 0] > x0) & (eyes[:, 0] < x1) & (eyes[:, 1] > y0) & (eyes[:, 1] < y1))
+    # Keypoint 0 is the subject's right eye: it appears on the image's left.
+    assert eyes[0, 0] < eyes[1, 0]
+
+
+def test_embeddings_are_unit_128d(engine: FaceEngine) -> None:
+    encoding = engine.encode_one(load_image(celeb_image("elton_john")), "elton")
+    assert encoding.embedding is not None
+    assert encoding.embedding.shape == (128,)
+    assert encoding.embedding.dtype == np.float32
+    assert abs(float(np.linalg.norm(encoding.embedding)) - 1.0) < 1e-4
+
+
+def test_same_person_is_closer_than_different_people(engine: FaceEngine, celeb_dir: Path) -> None:
+    samples = [s for s in scan_dataset(celeb_dir) if s.split == "val"]
+    kept, vectors, _ = embed_samples(engine, samples)
+    genuine, impostor = pair_distances(vectors, np.array([s.person for s in kept]))
+    assert np.median(genuine) + 0.3 < np.median(impostor)
+    assert np.mean(genuine < 0.9) > 0.4
+    # No impostor pair at the default door threshold.
+    assert np.min(impostor) > 0.9
+
+
+def test_identify_every_val_image_top1(engine: FaceEngine, train_matcher: Matcher) -> None:
+    wrong = []
+    for person in PEOPLE:
+        for path in sorted((celeb_image(person).parent).glob("*.jpg")):
+            encoding = engine.encode_one(load_image(path), path)
+            assert encoding.embedding is not None
+            distances = train_matcher.distances(encoding.embedding)
+            if train_matcher.identities[int(np.argmin(distances))] != person:
+                wrong.append(path.name)
+    assert wrong == []
+
+
+def test_verify_accepts_self_and_rejects_others(engine: FaceEngine, train_matcher: Matcher) -> None:
+    probe = engine.encode_one(load_image(celeb_image("jerry_seinfeld", index=1)), "probe")
+    assert probe.embedding is not None
+    assert train_matcher.verify(probe.embedding, "jerry_seinfeld", 0.9).accepted
+    for other in PEOPLE:
+        if other != "jerry_seinfeld":
+            result = train_matcher.verify(probe.embedding, other, 0.9)
+            assert not result.accepted and result.distance > 0.9
+    unknown = train_matcher.verify(probe.embedding, "nobody", 0.9)
+    assert not unknown.accepted and "not enrolled" in unknown.reason
+
+
+def test_stranger_stays_unknown(engine: FaceEngine, celeb_dir: Path) -> None:
+    """A gallery without madonna must not identify her as anyone at the door threshold."""
+    samples = [s for s in scan_dataset(celeb_dir) if s.split == "train" and s.person != "madonna"]
+    kept, vectors, _ = embed_samples(engine, samples)
+    matcher = Matcher.from_embeddings(vectors, [s.person for s in kept])
+    for path in sorted((celeb_dir / "val" / "madonna").glob("*.jpg")):
+        probe = engine.encode_one(load_image(path), path).embedding
+        assert probe is not None
+        assert not matcher.identify(probe, 0.9, 0.1).accepted, path.name
+
+
+def test_int8_agrees_with_float32(
+    engine: FaceEngine, float_engine: FaceEngine, celeb_dir: Path
+) -> None:
+    """Same aligned faces through both embedders: cosine mean >= 0.995, min >= 0.99."""
+    cosines = []
+    for path in sorted(celeb_dir.glob("*/*/*.jpg")):
+        image = load_image(path)
+        faces = engine.detect(image)
+        if len(faces) != 1:
+            continue
+        a = engine.encode_detection(image, faces[0]).embedding
+        b = float_engine.encode_detection(image, faces[0]).embedding
+        if a is not None and b is not None:
+            cosines.append(float(a @ b))
+    assert len(cosines) >= 100
+    assert np.mean(cosines) >= 0.995
+    assert np.min(cosines) >= 0.99
+
+
+def test_several_faces_yield_one_result_each(engine: FaceEngine, tmp_path: Path) -> None:
+    left = Image.open(celeb_image("ben_afflek")).convert("RGB").resize((300, 380))
+    right = Image.open(celeb_image("mindy_kaling")).convert("RGB").resize((300, 380))
+    both = Image.new("RGB", (640, 400), (128, 128, 128))
+    both.paste(left, (10, 10))
+    both.paste(right, (330, 10))
+    faces = engine.encode(np.asarray(both))
+    assert len([f for f in faces if f.embedding is not None]) == 2
+
+
+def test_triplet_loss_matches_the_seed() -> None:
+    a = np.array([[1.0, 1.0]])
+    # Identical anchor, positive, negative: the loss is exactly alpha.
+    assert triplet_loss(a, a, a, alpha=5.0) == pytest.approx(5.0)
+    # Positive 1 away, negative 3 away: 1 - 9 + 0.2 < 0, clipped to 0.
+    assert triplet_loss(a, a + [1.0, 0.0], a + [3.0, 0.0]) == 0.0
+    # Positive 2 away, negative 1 away: 4 - 1 + 0.2.
+    assert triplet_loss(a, a + [0.0, 2.0], a + [1.0, 0.0]) == pytest.approx(3.2)
+    # Batch: per-example hinge, then summed.
+    anchors = np.zeros((3, 128))
+    positives = np.zeros((3, 128))
+    negatives = np.zeros((3, 128))
+    negatives[0, 0] = 1.0  # 0 - 1 + 0.2 -> 0
+    positives[1, 0] = 1.0  # 1 - 0 + 0.2 -> 1.2
+    assert triplet_loss(anchors, positives, negatives) == pytest.approx(0.0 + 1.2 + 0.2)
+    # A well-trained embedding: the loss falls as the negative moves away.
+    rng = np.random.default_rng(1)
+    anchor = rng.normal(6, 0.1, (3, 128))
+    far = triplet_loss(anchor, anchor + 0.01, anchor + 1.0)
+    near = triplet_loss(anchor, anchor + 0.01, anchor + 0.02)
+    assert far == 0.0 < near
