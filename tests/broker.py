@@ -6,6 +6,8 @@ its queued QoS1 messages across a broker restart, as a production broker would.
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -43,6 +45,9 @@ class MosquittoBroker:
     def _write_config(self) -> None:
         self.conf_file.write_text(
             f"listener {self.port} {HOST}\n"
+            # Run as root, mosquitto would switch to user "mosquitto" and then fail to write
+            # its log and persistence file in our private tmp dir.
+            f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.work_dir}/\n"

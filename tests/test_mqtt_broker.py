@@ -285,6 +285,7 @@ def test_outage_loses_no_event_and_drops_expired_unlock(
     for event_id in before:
         pub.publish_event("front", {"event_id": event_id, "decision": "unknown"})
     sub.wait_for(lambda ms: len(ms) >= 5)
+    assert pub.wait_all_acked(WAIT_S)
 
     mosquitto.stop()
     deadline = time.monotonic() + WAIT_S
@@ -304,12 +305,14 @@ def test_outage_loses_no_event_and_drops_expired_unlock(
     got = sub.wait_for(
         lambda ms: (
             any(json.loads(m.payload)["event_id"] == "fresh-unlock" for m in ms)
-            and len([m for m in ms if m.topic == events]) >= 45
+            and set(during) <= {json.loads(m.payload)["event_id"] for m in ms}
         )
     )
     ids = [p["event_id"] for p in payloads(got, events)]
-    assert len(ids) == 45 and set(ids) == set(before + during)
-    assert ids[5:] == during  # journal order kept
+    assert set(ids) == set(before + during)
+    # Every outage event exactly once, in journal order. (mosquitto 2.0 may re-deliver
+    # pre-outage messages from its restored session: QoS1 broker-side, not ours.)
+    assert [i for i in ids if i in set(during)] == during
     assert [p["event_id"] for p in payloads(got, unlocks)] == ["fresh-unlock"]
     assert fresh["seq"] > stale["seq"]  # type: ignore[operator]
     assert pub.wait_all_acked(WAIT_S)

@@ -115,6 +115,7 @@ class MqttPublisher(DoorBus):
         self._early_acks: set[int] = set()
         self._connected = False
         self._connected_event = threading.Event()
+        self._subscribe_mid: int | None = None
         self._started = False
         self._closed = False
         self._failures = 0
@@ -204,7 +205,7 @@ class MqttPublisher(DoorBus):
         return self._connected
 
     def wait_connected(self, timeout_s: float) -> bool:
-        """Block until connected and the journal was resent; False on timeout."""
+        """Block until connected, the journal resent and verify subscribed; False on timeout."""
         return self._connected_event.wait(timeout_s)
 
     def wait_all_acked(self, timeout_s: float) -> bool:
@@ -311,6 +312,7 @@ class MqttPublisher(DoorBus):
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
@@ -332,7 +334,7 @@ class MqttPublisher(DoorBus):
             with self._acks:
                 self._inflight.clear()
                 self._early_acks.clear()
-            client.subscribe(topic(self._prefix, "+", "verify"), qos=1)
+            _, self._subscribe_mid = client.subscribe(topic(self._prefix, "+", "verify"), qos=1)
             for door in self._doors:
                 self._publish_status(door, "online")
             pending = self._journal.pending()
@@ -340,13 +342,27 @@ class MqttPublisher(DoorBus):
                 self._send(entry)
             self._connected = True
         self._failures = 0
-        self._connected_event.set()
         logger.info(
             "MQTT connected to %s:%d; resent %d pending message(s)",
             self._config.host,
             self._config.port,
             len(pending),
         )
+
+    def _on_subscribe(
+        self,
+        client: Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if mid != self._subscribe_mid:
+            return
+        if any(code.is_failure for code in reason_codes):
+            logger.error("broker refused the verify subscription: %s", reason_codes)
+        # Ready means a verify request sent from now on reaches us.
+        self._connected_event.set()
 
     def _on_connect_fail(self, client: Client, userdata: Any) -> None:
         self._note_failure(
