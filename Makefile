@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CACHE ?= $(HOME)/.cache/facegate
 BUILD_VENV := $(CACHE)/build-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := mosquitto mosquitto-clients python3-venv openssl
+APT_PACKAGES := mosquitto mosquitto-clients python3-venv openssl systemd shellcheck
 
 .PHONY: install apt-deps models test lint demo bench clean
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_REJECTED = 1
 EXIT_BAD_INPUT = 2
+DEFAULT_CONFIG = Path("/etc/facegate/facegate.yaml")
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -236,8 +237,45 @@ def _print_enroll_report(report: EnrollReport) -> None:
     )
 
 
-_SUBCOMMANDS: list[Callable[[Any], None]] = [_add_verify, _add_identify, _add_evaluate]
-_SUBCOMMANDS.append(_add_enroll)
+def _add_run(sub: Any) -> None:
+    parser = sub.add_parser("run", help="run the door daemon until SIGTERM")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="facegate.yaml")
+    parser.set_defaults(handler=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from facegate.service import Service
+
+    return Service(args.config).run()
+
+
+def _add_check_config(sub: Any) -> None:
+    parser = sub.add_parser(
+        "check-config", help="validate config, enrollment, models, key and gallery"
+    )
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="facegate.yaml")
+    parser.set_defaults(handler=_cmd_check_config)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from facegate.checks import check_all
+
+    report = check_all(args.config)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    doors = ", ".join(report.config.door_ids)
+    print(f"{args.config}: OK ({doors}; {report.people} people, {report.images} images)")
+    return EXIT_OK
+
+
+_SUBCOMMANDS: list[Callable[[Any], None]] = [
+    _add_run,
+    _add_check_config,
+    _add_enroll,
+    _add_verify,
+    _add_identify,
+    _add_evaluate,
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

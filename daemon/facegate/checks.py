@@ -1,0 +1,89 @@
+"""`facegate check-config`: everything the daemon will need, checked before it starts.
+
+Pure validation lives in facegate.config; this adds the checks that touch the disk:
+camera files, model files, signing key, enrollment images, and the gallery's model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facegate.config import FacegateConfig, load_config, load_enrollment
+from facegate.config.enrollment import door_ids
+from facegate.errors import BadInputError, ConfigError, GalleryError
+from facegate.gallery import Gallery
+from facegate.mqtt import load_signing_key
+from facegate.vision.embedder import file_sha256
+from facegate.vision.engine import MODEL_FILES
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckReport:
+    config: FacegateConfig
+    people: int
+    images: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_all(config_path: Path) -> CheckReport:
+    """Raise BadInputError (naming file and field) on the first problem that stops a start."""
+    config = load_config(config_path)
+    _check_cameras(config, config_path)
+    _check_models(config, config_path)
+    load_signing_key(config.mqtt.signing_key_file)
+    for name in ("ca_file", "cert_file", "key_file"):
+        tls_path = getattr(config.mqtt.tls, name, None) if config.mqtt.tls else None
+        if tls_path is not None and not Path(tls_path).is_file():
+            raise ConfigError(config_path, f"{tls_path}: file not found", field=f"mqtt.tls.{name}")
+    if config.mqtt.password_file is not None and not config.mqtt.password_file.is_file():
+        raise ConfigError(
+            config_path, f"{config.mqtt.password_file}: file not found", field="mqtt.password_file"
+        )
+    enrollment = load_enrollment(config.enrollment)
+    images = sum(len(enrollment.images_for(person)) for person in enrollment.people)
+    report = CheckReport(config, len(enrollment.people), images)
+    unknown_doors = door_ids(enrollment.people) - set(config.door_ids)
+    if unknown_doors:
+        report.warnings.append(
+            f"{config.enrollment}: doors {sorted(unknown_doors)} have no camera in {config_path}"
+        )
+    report.warnings += _gallery_warnings(config)
+    return report
+
+
+def _check_cameras(config: FacegateConfig, config_path: Path) -> None:
+    for index, camera in enumerate(config.cameras):
+        source = camera.source
+        if source.kind in ("file", "folder") and not Path(source.value).exists():
+            raise ConfigError(
+                config_path, f"{source.value}: not found", field=f"cameras[{index}].source"
+            )
+
+
+def _check_models(config: FacegateConfig, config_path: Path) -> None:
+    needed = [MODEL_FILES["detector_short"], MODEL_FILES[config.models.embedder]]
+    for name in needed:
+        if not (config.models.dir / name).is_file():
+            raise ConfigError(
+                config_path,
+                f"{config.models.dir / name}: model file missing (build with `make models`)",
+                field="models.dir",
+            )
+
+
+def _gallery_warnings(config: FacegateConfig) -> list[str]:
+    """The daemon (re)builds the gallery from enrollment at start; say what it will do."""
+    if not config.gallery.exists():
+        return [f"{config.gallery}: no gallery yet; `facegate run` builds it from enrollment"]
+    fingerprint = file_sha256(config.models.dir / MODEL_FILES[config.models.embedder])
+    try:
+        Gallery.load(config.gallery, fingerprint)
+    except GalleryError as exc:
+        return [f"{exc} (`facegate run` re-embeds the enrollment images)"]
+    except BadInputError as exc:
+        return [str(exc)]
+    return []

@@ -1,0 +1,308 @@
+"""`facegate run`: camera -> detector -> align -> embedder -> gallery match -> policy -> MQTT.
+
+One processing thread (this one) owns the face engine and the policies; each camera has a
+grabber thread that keeps only its newest frame, and paho runs its own network thread.
+Signals only set flags; the loop acts on them between frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Final
+
+import sdnotify
+
+from facegate.camera import LatestFrameGrabber, source_from_config
+from facegate.config import FacegateConfig, load_config, load_enrollment
+from facegate.config.enrollment import EnrollmentConfig
+from facegate.enroll import enroll
+from facegate.errors import FacegateError
+from facegate.gallery import Gallery
+from facegate.matching import Matcher
+from facegate.mqtt import DoorBus, MqttPublisher, VerifyRequest
+from facegate.policy import ClaimOutcome, Decision, DoorPolicy, FaceObservation
+from facegate.vision.engine import FaceEngine, QualityGate
+from facegate.vision.types import FaceEncoding
+
+logger = logging.getLogger(__name__)
+
+#: How long one loop iteration waits for a frame before doing housekeeping.
+FRAME_WAIT_S: Final = 0.1
+#: Minimum spacing of systemd watchdog pings.
+WATCHDOG_PING_S: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Recognition:
+    """What the loop matches against; swapped whole on reload."""
+
+    config: FacegateConfig
+    enrollment: EnrollmentConfig
+    matcher: Matcher
+
+
+def load_recognition(config: FacegateConfig, engine: FaceEngine) -> Recognition:
+    """Bring the gallery up to date with enrollment.yaml (incremental) and load it.
+
+    Unusable photos are skipped with a warning rather than keeping the door offline;
+    `facegate enroll` (strict by default) is where a person fixes them."""
+    report = enroll(config.enrollment, config.gallery, engine, skip_bad=True)
+    logger.info(
+        "gallery %s: %d people, %d images embedded, %d reused",
+        config.gallery, report.enrolled, report.embedded, report.reused,
+    )  # fmt: skip
+    gallery = Gallery.load(config.gallery, engine.fingerprint)
+    return Recognition(config, load_enrollment(config.enrollment), gallery.matcher())
+
+
+def quality_gate(config: FacegateConfig) -> QualityGate:
+    rec = config.recognition
+    return QualityGate(min_face_px=rec.min_face_px, min_sharpness=rec.min_sharpness)
+
+
+class Service:
+    """The long-running daemon. `run()` returns the process exit code."""
+
+    def __init__(self, config_path: Path, bus: DoorBus | None = None) -> None:
+        self._config_path = config_path
+        self._bus_override = bus
+        self._stop = False
+        self._reload = False
+        self._claims: queue.SimpleQueue[VerifyRequest] = queue.SimpleQueue()
+        self._notifier = sdnotify.SystemdNotifier()
+        self._last_ping = 0.0
+        self._grabbers: dict[str, LatestFrameGrabber] = {}
+        self._policies: dict[str, DoorPolicy] = {}
+        self._next_due: dict[str, float] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        config = load_config(self._config_path)
+        logging.getLogger().setLevel(config.log_level)
+        engine = FaceEngine.load(
+            config.models.dir, config.models.embedder, config.models.threads,
+            gate=quality_gate(config),
+        )  # fmt: skip
+        state = load_recognition(config, engine)
+        bus = self._bus_override or self._make_bus(config)
+        self._install_signal_handlers()
+        bus.set_verify_handler(self._claims.put)
+        bus.start()
+        self._start_cameras(state)
+        try:
+            self._loop(engine, state, bus)
+        finally:
+            self._notifier.notify("STOPPING=1")
+            for grabber in self._grabbers.values():
+                grabber.stop()
+            bus.close()
+        logger.info("stopped")
+        return 0
+
+    @staticmethod
+    def _make_bus(config: FacegateConfig) -> MqttPublisher:
+        return MqttPublisher(
+            config.mqtt, device=config.device, doors=config.door_ids, journal_dir=config.journal
+        )
+
+    def _install_signal_handlers(self) -> None:
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            logger.info("signal %s: stopping", signal.Signals(signum).name)
+            self._stop = True
+
+        def reload(_signum: int, _frame: FrameType | None) -> None:
+            self._reload = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+
+    def _start_cameras(self, state: Recognition) -> None:
+        config = state.config
+        for camera in config.cameras:
+            grabber = LatestFrameGrabber(
+                lambda camera=camera: source_from_config(camera),  # type: ignore[misc]
+                stall_s=config.watchdog.stall_s,
+                name=camera.door,
+            )
+            grabber.start()
+            self._grabbers[camera.door] = grabber
+            self._policies[camera.door] = DoorPolicy(
+                camera.door, camera.mode, config.recognition, state.enrollment
+            )
+            self._next_due[camera.door] = 0.0
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _loop(self, engine: FaceEngine, state: Recognition, bus: DoorBus) -> None:
+        ready = False
+        while not self._stop:
+            if self._reload:
+                self._reload = False
+                state = self._reloaded(engine, state)
+            self._take_claims(bus)
+            progressed = False
+            for door, grabber in self._grabbers.items():
+                progressed |= self._process_door(door, grabber, engine, state, bus)
+            if progressed and not ready:
+                self._notifier.notify("READY=1")
+                logger.info("ready: models loaded and first frame received")
+                ready = True
+            self._answer_expired_claims(bus)
+            self._watchdog(state.config)
+            if all(g.finished for g in self._grabbers.values()):
+                logger.info("all frame sources ended")
+                break
+
+    def _process_door(
+        self,
+        door: str,
+        grabber: LatestFrameGrabber,
+        engine: FaceEngine,
+        state: Recognition,
+        bus: DoorBus,
+    ) -> bool:
+        """Process the newest frame of one door if one is due; True if a frame was processed."""
+        now = time.monotonic()
+        wait = max(0.0, self._next_due[door] - now)
+        frame = grabber.get(
+            timeout=min(FRAME_WAIT_S, wait) if wait else FRAME_WAIT_S / len(self._grabbers)
+        )
+        if frame is None:
+            return False
+        self._next_due[door] = max(now, self._next_due[door]) + 1.0 / state.config.camera(door).fps
+        policy = self._policies[door]
+        faces = engine.encode(frame.image)
+        observations = [
+            self._observe(face, policy, state) for face in faces if face.embedding is not None
+        ]
+        for decision in policy.observe(observations):
+            self._publish_decision(decision, bus, state)
+        self._publish_outcomes(door, policy.take_claim_outcomes(), bus)
+        return True
+
+    @staticmethod
+    def _observe(face: FaceEncoding, policy: DoorPolicy, state: Recognition) -> FaceObservation:
+        assert face.embedding is not None
+        rec = state.config.recognition
+        match = state.matcher.identify(face.embedding, rec.threshold, rec.margin)
+        claimed = policy.active_claim_identity()
+        claim_match = (
+            state.matcher.verify(face.embedding, claimed, rec.threshold) if claimed else None
+        )
+        return FaceObservation(match, claim_match)
+
+    def _publish_decision(self, decision: Decision, bus: DoorBus, state: Recognition) -> None:
+        logger.info(
+            "decision door=%s kind=%s person=%s distance=%.3f margin=%.3f frames=%d "
+            "reason=%r event_id=%s",
+            decision.door, decision.kind, decision.person, decision.distance, decision.margin,
+            decision.frames, decision.reason, decision.event_id,
+        )  # fmt: skip
+        event: dict[str, object] = {
+            "event_id": decision.event_id,
+            "device": state.config.device,
+            "door": decision.door,
+            "decision": decision.kind,
+            "person": decision.person,
+            "distance": round(decision.distance, 4),
+            "margin": round(decision.margin, 4),
+            "frames": decision.frames,
+            "reason": decision.reason,
+            "ts": decision.ts,
+        }
+        if decision.request_id is not None:
+            event["request_id"] = decision.request_id
+        bus.publish_event(decision.door, event)
+        if decision.unlock and decision.person is not None:
+            bus.publish_unlock(decision.door, decision.person, decision.event_id)
+
+    # -- 1:1 claims ------------------------------------------------------------------------
+
+    def _take_claims(self, bus: DoorBus) -> None:
+        while True:
+            try:
+                request = self._claims.get_nowait()
+            except queue.Empty:
+                return
+            policy = self._policies.get(request.door)
+            if policy is None:
+                logger.warning("verify request for unknown door %s ignored", request.door)
+                continue
+            logger.info(
+                "claim door=%s identity=%s request_id=%s",
+                request.door,
+                request.identity,
+                request.request_id,
+            )
+            policy.claim(request.request_id, request.identity, request.timeout_s)
+            self._publish_outcomes(request.door, policy.take_claim_outcomes(), bus)
+
+    def _answer_expired_claims(self, bus: DoorBus) -> None:
+        for door, policy in self._policies.items():
+            self._publish_outcomes(door, policy.expired_claims(), bus)
+
+    @staticmethod
+    def _publish_outcomes(door: str, outcomes: list[ClaimOutcome], bus: DoorBus) -> None:
+        for outcome in outcomes:
+            logger.info(
+                "verify door=%s identity=%s match=%s reason=%r request_id=%s",
+                door, outcome.identity, outcome.match, outcome.reason, outcome.request_id,
+            )  # fmt: skip
+            bus.publish_verify_result(
+                door,
+                {
+                    "request_id": outcome.request_id,
+                    "identity": outcome.identity,
+                    "match": outcome.match,
+                    "distance": None if outcome.distance is None else round(outcome.distance, 4),
+                    "reason": outcome.reason,
+                    "ts": time.time(),
+                },
+            )
+
+    # -- reload and watchdog ---------------------------------------------------------------
+
+    def _reloaded(self, engine: FaceEngine, state: Recognition) -> Recognition:
+        """SIGHUP: re-read config and enrollment, re-enroll incrementally, keep the cameras.
+        Any error keeps the running state (the door keeps working as before) and is logged."""
+        self._notifier.notify("RELOADING=1")
+        try:
+            config = load_config(self._config_path)
+            engine.gate = quality_gate(config)
+            new_state = load_recognition(config, engine)
+        except FacegateError as exc:
+            logger.error("reload failed, keeping the previous configuration: %s", exc)
+            self._notifier.notify("READY=1")
+            return state
+        if config.door_ids != state.config.door_ids:
+            logger.warning(
+                "camera/door changes need a restart; doors kept: %s", state.config.door_ids
+            )
+        for door, policy in self._policies.items():
+            camera = config.camera(door) if door in config.door_ids else state.config.camera(door)
+            policy.update(config.recognition, new_state.enrollment, camera.mode)
+        logger.info("reloaded: %d people enrolled", len(new_state.matcher))
+        self._notifier.notify("READY=1")
+        return new_state
+
+    def _watchdog(self, config: FacegateConfig) -> None:
+        """Ping systemd only while some camera delivers frames: a stalled camera gets us
+        restarted by WatchdogSec instead of silently watching nothing."""
+        now = time.monotonic()
+        if now - self._last_ping < WATCHDOG_PING_S:
+            return
+        fresh = [
+            g.last_frame_ts is not None and now - g.last_frame_ts < config.watchdog.stall_s
+            for g in self._grabbers.values()
+        ]
+        if any(fresh):
+            self._notifier.notify("WATCHDOG=1")
+            self._last_ping = now
