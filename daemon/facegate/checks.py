@@ -58,7 +58,7 @@ def check_all(config_path: Path) -> CheckReport:
 def _check_cameras(config: FacegateConfig, config_path: Path) -> None:
     for index, camera in enumerate(config.cameras):
         source = camera.source
-        if source.kind in ("file", "folder") and not Path(source.value).exists():
+        if isinstance(source.value, Path) and not source.value.exists():
             raise ConfigError(
                 config_path, f"{source.value}: not found", field=f"cameras[{index}].source"
             )
