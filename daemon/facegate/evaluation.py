@@ -14,14 +14,13 @@ from typing import Any, Final
 import numpy as np
 
 from facegate.errors import BadInputError
-from facegate.imageio import load_image
+from facegate.imageio import IMAGE_SUFFIXES, load_image
 from facegate.matching import Matcher
 from facegate.vision.engine import FaceEngine
 from facegate.vision.types import FloatArray
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 SPLITS: Final = ("train", "val")
 
 

@@ -14,6 +14,8 @@ from facegate.vision.types import ImageArray
 
 logger = logging.getLogger(__name__)
 
+#: File name endings read as images everywhere (enrollment folders, datasets, camera folders).
+IMAGE_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 #: Longest side kept after decoding. Faces in larger photos still span hundreds of pixels,
 #: and the detector sees a 128-px letterbox anyway; this bounds memory for 50 MP images.
 MAX_SIDE_PX: Final = 2048

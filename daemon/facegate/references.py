@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from facegate.errors import BadInputError
-from facegate.evaluation import IMAGE_SUFFIXES
-from facegate.imageio import load_image
+from facegate.imageio import IMAGE_SUFFIXES, load_image
 from facegate.matching import Matcher
 from facegate.vision.engine import FaceEngine
 

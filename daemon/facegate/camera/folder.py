@@ -10,10 +10,10 @@ import numpy as np
 
 from facegate.camera.base import FrameSource, Pacer, RGBImage, SourceValue
 from facegate.errors import CameraError
+from facegate.imageio import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 DEFAULT_FOLDER_FPS: Final = 10.0
 
 

@@ -38,6 +38,7 @@ from pydantic import (
 
 from facegate.config.loader import LineMap, anchor_path, located_error, nearest_line
 from facegate.errors import BadInputError
+from facegate.imageio import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,6 @@ DAY_GROUPS: Final[dict[str, tuple[Day, ...]]] = {
     "weekends": DAYS[5:],
     "daily": DAYS,
 }
-IMAGE_EXTENSIONS: Final = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 ALL_DOORS: Final = "*"
 MINUTES_PER_DAY: Final = 24 * 60
 
@@ -205,7 +205,7 @@ class Person(BaseModel):
     name: str = Field(default="", description="display name; defaults to the id")
     images: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
         min_length=1,
-        description="image files, globs or folders (jpg/jpeg/png/bmp/webp), relative to the YAML",
+        description="image files, globs or folders (jpg/jpeg/png/bmp/webp/tif), relative to the YAML",
     )
     doors: list[DoorRef] = Field(
         min_length=1, description='door ids this person may open, or "*" for every door'
@@ -395,7 +395,7 @@ def _image_files(folder: Path) -> list[Path]:
     return [
         p
         for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
     ]
 
 
@@ -407,14 +407,14 @@ def _expand(entry: str, base_dir: Path) -> tuple[list[Path], str]:
         for match in glob.glob(pattern, root_dir=base_dir, recursive=True):
             path = anchor_path(Path(match), base_dir)
             found.extend(_image_files(path) if path.is_dir() else [path])
-        images = [p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS]
+        images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
         return images, "pattern matches no image files"
     path = anchor_path(Path(entry), base_dir)
     if path.is_dir():
         return _image_files(path), f"folder {path} holds no image files"
     if not path.is_file():
         return [], f"no such file or folder: {path}"
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
         return [], f"not an image file name: {path}"
     return [path], ""
 
@@ -431,7 +431,7 @@ def resolve_images(
 
     Relative entries are relative to `base_dir` (the enrollment file's folder). An entry
     that yields no image is a BadInputError naming `source` (default `base_dir`) and
-    `field` (default `people[id=<id>].images`). Extensions: jpg, jpeg, png, bmp, webp.
+    `field` (default `people[id=<id>].images`). Extensions: facegate.imageio.IMAGE_SUFFIXES.
     """
     files: set[Path] = set()
     for entry in person.images:
@@ -439,7 +439,7 @@ def resolve_images(
         if not images:
             raise BadInputError(
                 source if source is not None else base_dir,
-                f"{why} (got {entry!r}; extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})",
+                f"{why} (got {entry!r}; extensions: {', '.join(sorted(IMAGE_SUFFIXES))})",
                 field=field or f"people[id={person.id}].images",
                 line=line,
             )
