@@ -205,7 +205,7 @@ class Person(BaseModel):
     name: str = Field(default="", description="display name; defaults to the id")
     images: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
         min_length=1,
-        description="image files, globs or folders (jpg/jpeg/png/bmp/webp/tif), relative to the YAML",
+        description="image files, globs or folders (jpg, png, webp, ...), relative to the YAML",
     )
     doors: list[DoorRef] = Field(
         min_length=1, description='door ids this person may open, or "*" for every door'
