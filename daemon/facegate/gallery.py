@@ -11,7 +11,8 @@ File layout (schema 1), little-endian, one file so one rename replaces it atomic
     24         u32       CRC-32 of the header
     28         4 bytes   zero
     32         H bytes   header, UTF-8 JSON: schema, fingerprint, created, enrollment_sha256,
-                         schedules, file_size, arrays: [{name, dtype, shape, offset, crc32}]
+                         schedules, file_size, arrays: [{name, dtype, shape, offset,
+                         crc32: CRC-32 of each 16 MiB chunk}]
     ...                  each array raw in C order at a 64-byte aligned offset
 
 Not .npz: reading a stored zip member goes through Python-level chunked copies; measured 0.23
@@ -24,11 +25,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import mmap
 import os
 import re
 import struct
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +52,8 @@ MAGIC: Final = b"FACEGATE-GALLERY"
 _PREFIX: Final = struct.Struct("<16sQI4x")
 _ALIGN: Final = 64
 _MAX_HEADER_BYTES: Final = 16 << 20
+#: Arrays are checksummed in chunks of this size, so the chunks can be checked in parallel.
+_CRC_CHUNK: Final = 16 << 20
 #: Stored embeddings are unit length to float32 precision; anything further is corruption.
 UNIT_TOLERANCE: Final = 1e-3
 FIX_COMMAND: Final = "run `facegate enroll` to rebuild it"
@@ -165,12 +170,12 @@ class Gallery:
         what it can); the daemon always passes its embedder's fingerprint.
         """
         where = Path(path)
-        buf = _read_all(where)
+        buf = _map_file(where)
         try:
             meta, arrays = _parse(buf)
             if expected_fingerprint is not None:
                 _check_fingerprint(meta, expected_fingerprint)
-            gallery = cls(meta, arrays)
+            gallery = cls(meta, {name: _detach(name, array) for name, array in arrays.items()})
         except GalleryError as exc:
             raise GalleryError(f"{where}: {exc}") from None
         logger.debug(
@@ -207,8 +212,9 @@ class Gallery:
         """The header bytes and (offset, array) pairs; offsets depend on the header's length."""
         names = list(_COLUMNS)
         arrays = [np.ascontiguousarray(self._arrays[name]) for name in names]
-        descriptors = [
-            {"name": n, "dtype": a.dtype.str, "shape": list(a.shape), "crc32": _crc(a)}
+        crcs = _chunk_crcs(dict(zip(names, arrays, strict=True)))
+        descriptors: list[dict[str, Any]] = [
+            {"name": n, "dtype": a.dtype.str, "shape": list(a.shape), "crc32": crcs[n]}
             for n, a in zip(names, arrays, strict=True)
         ]
         # Offsets are written into the header, which shifts them: iterate until it is stable.
@@ -379,20 +385,28 @@ def _bytes_column(values: Sequence[bytes]) -> AnyArray:
 # --- parsing and validation ------------------------------------------------------------------
 
 
-def _read_all(path: Path) -> npt.NDArray[np.uint8]:
-    """The whole file in one buffer: one read, and every array is then a zero-copy view."""
+def _map_file(path: Path) -> npt.NDArray[np.uint8]:
+    """The whole file as a read-only memory map, prefaulted in one call (MAP_POPULATE).
+
+    Copying 350 MB into the heap costs 0.25 to 1.5 s in page faults; a mapping of the page
+    cache costs milliseconds. Safe because facegate only ever replaces the file by rename,
+    which leaves a mapped inode untouched; `load` still copies what matching uses.
+    """
     try:
         with path.open("rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            buf = np.empty(size, dtype=np.uint8)
-            got = file.readinto(buf.data)
+            if os.fstat(file.fileno()).st_size == 0:
+                return np.zeros(0, dtype=np.uint8)
+            mapped = mmap.mmap(
+                file.fileno(), 0, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ
+            )
     except FileNotFoundError:
         raise GalleryError(f"{path}: no gallery here: run `facegate enroll` to create it") from None
     except OSError as exc:
         raise GalleryError(f"{path}: cannot read the gallery ({exc.strerror})") from None
-    if got != size:
-        raise GalleryError(f"{path}: the file changed while being read: try again")
-    return buf
+    return np.frombuffer(mapped, dtype=np.uint8)
+
+
+_POPULATE: Final = getattr(mmap, "MAP_POPULATE", 0)
 
 
 def _parse(buf: npt.NDArray[np.uint8]) -> tuple[dict[str, Any], dict[str, AnyArray]]:
@@ -428,22 +442,25 @@ def _arrays_from(buf: npt.NDArray[np.uint8], descriptors: Any) -> dict[str, AnyA
     if not isinstance(descriptors, list):
         raise GalleryError(f"the gallery header has no array list: {FIX_COMMAND}")
     arrays: dict[str, AnyArray] = {}
+    expected: dict[str, list[int]] = {}
     for descriptor in descriptors:
         try:
-            name, array, crc = _array_view(buf, descriptor)
+            name, array, crcs = _array_view(buf, descriptor)
         except (ValueError, TypeError, KeyError) as exc:
             raise GalleryError(
                 f"the gallery has a bad array entry ({exc}): {FIX_COMMAND}"
             ) from None
-        if zlib.crc32(_as_bytes(array)) != crc:
+        arrays[name], expected[name] = array, crcs
+    actual = _chunk_crcs(arrays)
+    for name in arrays:
+        if actual[name] != expected[name]:
             raise GalleryError(
                 f"the gallery's {name!r} data is corrupt (checksum mismatch): {FIX_COMMAND}"
             )
-        arrays[name] = array
     return arrays
 
 
-def _array_view(buf: npt.NDArray[np.uint8], descriptor: Any) -> tuple[str, AnyArray, int]:
+def _array_view(buf: npt.NDArray[np.uint8], descriptor: Any) -> tuple[str, AnyArray, list[int]]:
     name = str(descriptor["name"])
     dtype_str = str(descriptor["dtype"])
     expected, _ = _COLUMNS[name]
@@ -461,7 +478,13 @@ def _array_view(buf: npt.NDArray[np.uint8], descriptor: Any) -> tuple[str, AnyAr
     ):
         raise ValueError(f"{name}: offset {offset} / shape {shape} outside the file")
     array = buf[offset : offset + nbytes].view(dtype).reshape(shape)
-    return name, array, int(descriptor["crc32"])
+    return name, array, [int(crc) for crc in descriptor["crc32"]]
+
+
+def _detach(name: str, array: AnyArray) -> AnyArray:
+    """Per-person columns (templates, policy) move to the heap: matching then never reads
+    the file again, even if someone truncates it in place. Per-image rows stay mapped."""
+    return array.copy() if _COLUMNS.get(name, ("", "row"))[1] == "person" else array
 
 
 def _check_schema(meta: Mapping[str, Any]) -> None:
@@ -543,8 +566,21 @@ def _check_unit(vectors: AnyArray, what: str) -> None:
         )
 
 
-def _crc(array: AnyArray) -> int:
-    return zlib.crc32(_as_bytes(array))
+def _chunk_crcs(arrays: Mapping[str, AnyArray]) -> dict[str, list[int]]:
+    """CRC-32 of every _CRC_CHUNK bytes of every array, on all cores: checksumming 350 MB is
+    the largest cost of a load, and zlib releases the GIL."""
+    chunks = [
+        (name, flat[start : start + _CRC_CHUNK])
+        for name, array in arrays.items()
+        for flat in (_as_bytes(array),)
+        for start in range(0, max(len(flat), 1), _CRC_CHUNK)
+    ]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        values = pool.map(zlib.crc32, [chunk for _, chunk in chunks])
+        result: dict[str, list[int]] = {name: [] for name in arrays}
+        for (name, _), value in zip(chunks, values, strict=True):
+            result[name].append(value)
+    return result
 
 
 def _as_bytes(array: AnyArray) -> memoryview:
