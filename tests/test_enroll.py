@@ -253,7 +253,7 @@ def _tiny_face(site: Site, clean: dict[str, list[CleanImage]]) -> Path:
         (_non_image, BadInputError, "not an image"),
         (_truncated_jpeg, BadInputError, "truncated"),
         (_grey, NoFaceError, "no face"),
-        (_landscape_crop, BadInputError, ""),
+        (_landscape_crop, NoFaceError, "no face"),
         (_two_faces, ManyFacesError, "2 faces"),
         (_tiny_face, BadInputError, "too small"),
     ],
