@@ -331,3 +331,10 @@ def test_unknown_key_names_file_and_line(site: Site, engine: FaceEngine) -> None
         enroll(site.enrollment, site.gallery, engine)
     assert str(site.enrollment) in str(info.value) and info.value.line is not None
     assert not site.gallery.exists()
+
+
+def test_unwritable_gallery_folder_fails_before_embedding(site: Site, engine: FaceEngine) -> None:
+    counting = CountingEngine(engine)
+    with pytest.raises(BadInputError, match="does not exist"):
+        enroll(site.enrollment, site.root / "nowhere" / "g.fgg", counting)
+    assert counting.calls == 0

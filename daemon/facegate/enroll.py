@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -111,6 +112,8 @@ def enroll(
     started = time.perf_counter()
     enrollment_path, gallery_path = Path(enrollment_path), Path(gallery_path)
     config = load_enrollment(enrollment_path)
+    if not check_only:
+        _check_writable(gallery_path)  # before minutes of embedding, not after
     warnings: list[str] = []
     previous = _previous_gallery(gallery_path, warnings)
     reusable = _reusable_entries(previous, engine.fingerprint, warnings)
@@ -126,7 +129,7 @@ def enroll(
         enrollment_sha256=hashlib.sha256(enrollment_path.read_bytes()).hexdigest(),
     )
     if not check_only:
-        gallery.save(gallery_path)
+        _save(gallery, gallery_path)
     old_ids = set(previous.person_ids) if previous else set()
     return EnrollReport(
         enrollment=str(enrollment_path),
@@ -230,6 +233,23 @@ class _Run:
     def _warn(self, message: str) -> None:
         logger.warning("%s", message)
         self.warnings.append(message)
+
+
+def _check_writable(gallery_path: Path) -> None:
+    folder = gallery_path.parent
+    if not folder.is_dir():
+        raise BadInputError(gallery_path, f"folder {folder} does not exist", field="gallery")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BadInputError(gallery_path, f"folder {folder} is not writable", field="gallery")
+
+
+def _save(gallery: Gallery, path: Path) -> None:
+    try:
+        gallery.save(path)
+    except OSError as exc:
+        raise GalleryError(
+            f"{path}: cannot write the gallery ({exc.strerror}); the previous one is unchanged"
+        ) from None
 
 
 class _SkippableImageError(Exception):
