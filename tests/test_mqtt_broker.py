@@ -86,6 +86,11 @@ def payloads(messages: list[MQTTMessage], topic: str) -> list[dict[str, object]]
     return [json.loads(m.payload) for m in messages if m.topic == topic]
 
 
+def last_state(messages: list[MQTTMessage], door: str) -> object:
+    mine = payloads(messages, f"{PREFIX}/{door}/status")
+    return mine[-1]["state"] if mine else None
+
+
 def expiry_of(message: MQTTMessage) -> int:
     """The MQTT v5 message-expiry property as delivered (0 if absent)."""
     value = getattr(message.properties, "MessageExpiryInterval", 0)
@@ -151,6 +156,11 @@ def test_retained_online_then_offline(
     config = make_config(mosquitto, tmp_path)
     pub = start_publisher(config, tmp_path, publishers, doors=("front", "back"))
     status = [f"{PREFIX}/front/status", f"{PREFIX}/back/status"]
+    watcher = Subscriber(mosquitto, status)
+    subscribers.append(watcher)
+    watcher.wait_for(
+        lambda ms: last_state(ms, "front") == "online" and last_state(ms, "back") == "online"
+    )
     late = Subscriber(mosquitto, status)  # joins after: sees the retained messages
     subscribers.append(late)
     got = late.wait_for(lambda ms: len(ms) >= 2)
@@ -160,7 +170,9 @@ def test_retained_online_then_offline(
         ("back", "online", "pi"),
     }
     pub.close()
-    late.wait_for(lambda ms: len(ms) >= 4)
+    late.wait_for(
+        lambda ms: last_state(ms, "front") == "offline" and last_state(ms, "back") == "offline"
+    )
     after = Subscriber(mosquitto, status)
     subscribers.append(after)
     retained = after.wait_for(lambda ms: len(ms) >= 2)
@@ -192,40 +204,44 @@ from pathlib import Path
 from facegate.config.mqtt import MqttConfig
 from facegate.mqtt import MqttPublisher
 pub = MqttPublisher(MqttConfig.model_validate_json(sys.argv[1]), device="pi",
-                    doors=["front"], journal_dir=Path(sys.argv[2]))
+                    doors=["front", "back"], journal_dir=Path(sys.argv[2]))
 pub.start()
 time.sleep(60)
 """
 
 
-def test_lwt_offline_when_killed(
+def test_lwt_offline_for_every_door_when_killed(
     mosquitto: MosquittoBroker, tmp_path: Path, subscribers: list[Subscriber]
 ) -> None:
     config = make_config(mosquitto, tmp_path)
-    sub = Subscriber(mosquitto, [f"{PREFIX}/front/status"])
+    status = [f"{PREFIX}/front/status", f"{PREFIX}/back/status"]
+    sub = Subscriber(mosquitto, status)
     subscribers.append(sub)
     proc = subprocess.Popen(
         [sys.executable, "-c", LWT_SCRIPT, config.model_dump_json(), str(tmp_path / "j")]
     )
     try:
-        sub.wait_for(lambda ms: any(json.loads(m.payload)["state"] == "online" for m in ms))
+        sub.wait_for(
+            lambda ms: last_state(ms, "front") == "online" and last_state(ms, "back") == "online"
+        )
         proc.send_signal(signal.SIGKILL)
-        got = sub.wait_for(lambda ms: json.loads(ms[-1].payload)["state"] == "offline")
+        got = sub.wait_for(
+            lambda ms: last_state(ms, "front") == "offline" and last_state(ms, "back") == "offline"
+        )
     finally:
         proc.kill()
         proc.wait(WAIT_S)
-    last = json.loads(got[-1].payload)
-    assert last == {
-        "state": "offline",
-        "device": "pi",
-        "door": "front",
-        "reason": "connection lost",
-    }
-    assert sub.on(f"{PREFIX}/front/status")[-1].retain is False  # live delivery
-    fresh = Subscriber(mosquitto, [f"{PREFIX}/front/status"])
+    for door, topic in zip(("front", "back"), status, strict=True):
+        assert payloads(got, topic)[-1] == {
+            "state": "offline",
+            "device": "pi",
+            "door": door,
+            "reason": "connection lost",
+        }
+    fresh = Subscriber(mosquitto, status)
     subscribers.append(fresh)
-    retained = fresh.wait_for(lambda ms: len(ms) >= 1)
-    assert retained[0].retain and json.loads(retained[0].payload)["state"] == "offline"
+    retained = fresh.wait_for(lambda ms: len(ms) >= 2)
+    assert all(m.retain and json.loads(m.payload)["state"] == "offline" for m in retained)
 
 
 def test_unlock_signed_with_message_expiry(
@@ -466,6 +482,7 @@ def test_example_door_controller_accepts_valid_rejects_forged(
         # The controller prints the retained status once it is subscribed.
         assert proc.stdout.readline().startswith("STATUS ")
         first = pub.publish_unlock("front", "alice", new_event_id())
+        assert pub.wait_all_acked(WAIT_S)  # reaches the broker before the forgeries
         forged = dict(first, person="mallory")
         sender = Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
         sender.connect(mosquitto.host, mosquitto.port)

@@ -13,6 +13,7 @@ while calling paho; that ordering rules out a lock cycle.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -121,6 +122,16 @@ class MqttPublisher(DoorBus):
         self._failures = 0
         self._verify_handler: VerifyHandler | None = None
         self._client = self._make_client()
+        # MQTT allows one will per connection: every further door gets its own small
+        # connection whose will marks that door offline if the daemon dies.
+        self._links = [
+            _StatusLink(
+                _base_client(config, f"{self.client_id}-status-{door}"),
+                self._will(door),
+                functools.partial(self._online_payload, door),
+            )
+            for door in self._doors[1:]
+        ]
 
     # -- DoorBus ---------------------------------------------------------------------------
 
@@ -130,6 +141,8 @@ class MqttPublisher(DoorBus):
         logger.info("connecting to MQTT broker %s:%d as %s", cfg.host, cfg.port, self.client_id)
         self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=True)
         self._client.loop_start()
+        for link in self._links:
+            link.start(cfg)
         self._started = True
 
     def set_verify_handler(self, handler: VerifyHandler | None) -> None:
@@ -170,6 +183,10 @@ class MqttPublisher(DoorBus):
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Publish retained offline, wait up to ``timeout_s`` for acks, disconnect."""
+        # Links first: their clean disconnect sends no will, and they must not
+        # republish "online" after the offline below.
+        for link in self._links:
+            link.close()
         with self._lock:
             if self._closed:
                 return
@@ -257,7 +274,12 @@ class MqttPublisher(DoorBus):
             logger.debug("publish of seq=%d deferred: %s", entry.seq, info.rc)
 
     def _publish_status(self, door: str, state: str, **extra: object) -> None:
-        payload = {"state": state, "device": self._device, "door": door, "ts": self._clock()}
+        payload: dict[str, object] = {
+            "state": state,
+            "device": self._device,
+            "door": door,
+            "ts": self._clock(),
+        }
         payload.update(extra)
         info = self._client.publish(
             topic(self._prefix, door, "status"), _dumps(payload), qos=1, retain=True
@@ -282,32 +304,8 @@ class MqttPublisher(DoorBus):
     # -- paho client and callbacks (run on paho's network thread) ---------------------------
 
     def _make_client(self) -> Client:
-        cfg = self._config
-        client = Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        if cfg.username is not None:
-            password = _read_password(cfg.password_file) if cfg.password_file else None
-            client.username_pw_set(cfg.username, password)
-        if cfg.tls is not None:
-            _set_tls(client, cfg)
-        will = {
-            "state": "offline",
-            "device": self._device,
-            "door": self._doors[0],
-            "reason": "connection lost",
-        }
-        # MQTT allows one will per connection: it covers the first door.
-        client.will_set(topic(self._prefix, self._doors[0], "status"), _dumps(will), 1, True)
-        if len(self._doors) > 1:
-            logger.warning(
-                "last will covers door %s only (one will per connection)", self._doors[0]
-            )
-        client.reconnect_delay_set(
-            max(1, math.ceil(cfg.reconnect_min_s)), max(1, math.ceil(cfg.reconnect_max_s))
-        )
+        client = _base_client(self._config, self.client_id)
+        client.will_set(*self._will(self._doors[0]))
         client.max_inflight_messages_set(MAX_INFLIGHT)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -316,6 +314,20 @@ class MqttPublisher(DoorBus):
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
+
+    def _will(self, door: str) -> tuple[str, bytes, int, bool]:
+        payload = {
+            "state": "offline",
+            "device": self._device,
+            "door": door,
+            "reason": "connection lost",
+        }
+        return topic(self._prefix, door, "status"), _dumps(payload), 1, True
+
+    def _online_payload(self, door: str) -> bytes:
+        return _dumps(
+            {"state": "online", "device": self._device, "door": door, "ts": self._clock()}
+        )
 
     def _on_connect(
         self,
@@ -335,8 +347,7 @@ class MqttPublisher(DoorBus):
                 self._inflight.clear()
                 self._early_acks.clear()
             _, self._subscribe_mid = client.subscribe(topic(self._prefix, "+", "verify"), qos=1)
-            for door in self._doors:
-                self._publish_status(door, "online")
+            self._publish_status(self._doors[0], "online")
             pending = self._journal.pending()
             for entry in pending:
                 self._send(entry)
@@ -420,6 +431,63 @@ class MqttPublisher(DoorBus):
             handler(request)
         except Exception:
             logger.exception("verify handler failed for request %s", request.request_id)
+
+
+class _StatusLink:
+    """A connection that only carries one door's retained online status and its will."""
+
+    def __init__(
+        self,
+        client: Client,
+        will: tuple[str, bytes, int, bool],
+        online: Callable[[], bytes],
+    ) -> None:
+        self._client = client
+        self._topic = will[0]
+        self._online = online
+        self._started = False
+        client.will_set(*will)
+        client.on_connect = self._on_connect
+
+    def start(self, cfg: MqttConfig) -> None:
+        self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        self._client.loop_start()
+        self._started = True
+
+    def _on_connect(
+        self,
+        client: Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if not reason_code.is_failure:
+            client.publish(self._topic, self._online(), qos=1, retain=True)
+
+    def close(self) -> None:
+        if self._started:
+            self._started = False
+            self._client.disconnect()
+            self._client.loop_stop()
+
+
+def _base_client(cfg: MqttConfig, client_id: str) -> Client:
+    """A paho v5 client with credentials, TLS and reconnect backoff from the config."""
+    client = Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    if cfg.username is not None:
+        password = _read_password(cfg.password_file) if cfg.password_file else None
+        client.username_pw_set(cfg.username, password)
+    if cfg.tls is not None:
+        _set_tls(client, cfg)
+    client.reconnect_delay_set(
+        max(1, math.ceil(cfg.reconnect_min_s)), max(1, math.ceil(cfg.reconnect_max_s))
+    )
+    return client
 
 
 def parse_verify_request(
