@@ -21,6 +21,7 @@ from paho.mqtt.properties import Properties
 
 from broker import MosquittoBroker
 from facegate.config.mqtt import MqttConfig
+from facegate.errors import BadInputError
 from facegate.mqtt import MqttPublisher, UnlockVerifier, VerifyRequest, new_event_id
 
 KEY = bytes(range(32))
@@ -202,6 +203,7 @@ LWT_SCRIPT = """
 import sys, time
 from pathlib import Path
 from facegate.config.mqtt import MqttConfig
+from facegate.errors import BadInputError
 from facegate.mqtt import MqttPublisher
 pub = MqttPublisher(MqttConfig.model_validate_json(sys.argv[1]), device="pi",
                     doors=["front", "back"], journal_dir=Path(sys.argv[2]))
@@ -540,3 +542,42 @@ def test_example_door_controller_times_out(mosquitto: MosquittoBroker, tmp_path:
         timeout=WAIT_S,
     )
     assert result.returncode == 2 and "bad.key" in result.stderr
+
+
+def test_connection_options_reach_the_broker(
+    mosquitto: MosquittoBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    password_file = tmp_path / "mqtt.pass"
+    password_file.write_text("s3cret\n")
+    config = make_config(
+        mosquitto,
+        tmp_path,
+        client_id="gate-42",
+        keepalive_s=7,
+        username="facegate-user",
+        password_file=password_file,
+    )
+    start_publisher(config, tmp_path, publishers)
+    # mosquitto logs: "New client connected from ... as gate-42 (p5, c1, k7, u'facegate-user')."
+    deadline = time.monotonic() + WAIT_S
+    while "as gate-42 (" not in mosquitto.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    line = next(x for x in mosquitto.logs().splitlines() if "as gate-42 (" in x)
+    assert "p5" in line and "k7" in line and "u'facegate-user'" in line
+    assert "s3cret" not in mosquitto.logs()
+
+
+def test_unusable_credential_files_named(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    config = make_config(mosquitto, tmp_path, username="u", password_file=tmp_path / "missing.pass")
+    with pytest.raises(BadInputError, match="missing.pass"):
+        MqttPublisher(config, device="pi", doors=["front"], journal_dir=tmp_path / "j")
+    config = make_config(mosquitto, tmp_path, tls={"ca_file": tmp_path / "missing-ca.pem"})
+    with pytest.raises(BadInputError, match="missing-ca.pem"):
+        MqttPublisher(config, device="pi", doors=["front"], journal_dir=tmp_path / "j")
+    with pytest.raises(BadInputError, match="nokey"):
+        MqttPublisher(
+            make_config(mosquitto, tmp_path, signing_key_file=tmp_path / "nokey"),
+            device="pi",
+            doors=["front"],
+            journal_dir=tmp_path / "j",
+        )
