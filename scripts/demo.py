@@ -11,82 +11,56 @@ and the stranger none.
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 from broker import MosquittoBroker  # noqa: E402  (the test suite's real-mosquitto launcher)
+from scenes import (  # noqa: E402  (scene and config helpers shared with the daemon tests)
+    empty_frame,
+    photo,
+    visit,
+    write_config,
+    write_enrollment,
+    write_key,
+    write_video,
+)
 
 DEMO = REPO / ".demo"
-CELEB = REPO / "models" / "data" / "5-celebrity"
 RESIDENTS = ("ben_afflek", "elton_john", "jerry_seinfeld", "mindy_kaling")
 STRANGER = "madonna"
 FPS = 10
-FRAME_W, FRAME_H = 640, 480
 SHOW_FRAMES = 12  # 1.2 s in front of the camera
 GAP_FRAMES = 15  # empty hallway between visitors (longer than the decision window)
-
-
-def fit(image_path: Path) -> np.ndarray:
-    """The photo scaled to fill a 640x480 frame (letterboxed), as a door camera sees a visitor."""
-    image = cv2.imread(str(image_path))
-    scale = min(FRAME_W / image.shape[1], FRAME_H / image.shape[0])
-    resized = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-    frame = np.full((FRAME_H, FRAME_W, 3), 60, dtype=np.uint8)
-    y, x = (FRAME_H - resized.shape[0]) // 2, (FRAME_W - resized.shape[1]) // 2
-    frame[y : y + resized.shape[0], x : x + resized.shape[1]] = resized
-    return frame
 
 
 def make_video(path: Path) -> list[str]:
     """Visitors in order: each resident once, then the stranger twice."""
     visitors = [*RESIDENTS, STRANGER, STRANGER]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (FRAME_W, FRAME_H))
-    empty = np.full((FRAME_H, FRAME_W, 3), 60, dtype=np.uint8)
     shown: dict[str, int] = {}
+    frames = []
     for person in visitors:
         index = shown.get(person, 0)
         shown[person] = index + 1
-        photo = sorted((CELEB / "val" / person).glob("*.jpg"))[index]
-        for _ in range(GAP_FRAMES):
-            writer.write(empty)
-        frame = fit(photo)
-        for _ in range(SHOW_FRAMES):
-            writer.write(frame)
-    for _ in range(GAP_FRAMES):
-        writer.write(empty)
-    writer.release()
+        frames += visit(photo(person, "val", index), SHOW_FRAMES, GAP_FRAMES)
+    frames += [empty_frame()] * GAP_FRAMES
+    write_video(path, frames, FPS)
     return visitors
 
 
 def write_files(port: int) -> Path:
-    key = DEMO / "hmac.key"
-    if not key.exists():
-        key.write_text(secrets.token_hex(32) + "\n")
-        key.chmod(0o600)
-    people = "\n".join(
-        f"  - id: {p}\n    name: {p.replace('_', ' ').title()}\n"
-        f"    images: [../models/data/5-celebrity/train/{p}/]\n    doors: [front]"
-        for p in RESIDENTS
+    if not (DEMO / "hmac.key").exists():
+        write_key(DEMO / "hmac.key")
+    write_enrollment(DEMO / "enrollment.yaml", {person: ["front"] for person in RESIDENTS})
+    return write_config(
+        DEMO / "facegate.yaml",
+        port=port,
+        device="demo",
+        cameras=[{"door": "front", "source": "demo.avi", "fps": FPS}],
     )
-    (DEMO / "enrollment.yaml").write_text(f"people:\n{people}\n")
-    config = DEMO / "facegate.yaml"
-    config.write_text(
-        "device: demo\n"
-        "cameras:\n  - door: front\n    source: demo.avi\n    fps: 10\n"
-        "recognition: {min_face_px: 60}\n"
-        "models: {dir: ../models}\n"
-        "enrollment: enrollment.yaml\ngallery: gallery.npz\njournal: journal\n"
-        f"mqtt: {{host: 127.0.0.1, port: {port}, signing_key_file: hmac.key}}\n"
-    )
-    return config
 
 
 def facegate(*args: str) -> list[str]:

@@ -1,0 +1,704 @@
+"""`facegate run` end to end: real models, a real mosquitto, the daemon as a subprocess.
+
+Each test builds a door site in tmp_path (key, enrollment.yaml, facegate.yaml, a camera
+made of val photos), starts `python -m facegate run`, and watches MQTT with a plain
+paho v5 client, the way a door controller would. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+from paho.mqtt.client import Client, MQTTMessage
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from broker import MosquittoBroker
+from facegate.mqtt import UnlockVerifier
+from facegate.mqtt.signing import UnlockRejected, load_signing_key, sign
+from scenes import (
+    empty_frame,
+    fit,
+    photo,
+    write_config,
+    write_enrollment,
+    write_folder,
+    write_key,
+)
+from tls_broker import TlsBroker, tls_broker, tools_missing
+
+RESIDENT: Final = "jerry_seinfeld"
+OTHER_RESIDENT: Final = "elton_john"
+LATE_RESIDENT: Final = "mindy_kaling"
+STRANGER: Final = "madonna"
+DOOR: Final = "front"
+PREFIX: Final = "facegate"
+START_S: Final = 30.0  # daemon start: model load, incremental enrollment, first frame
+WAIT_S: Final = 15.0
+OUTAGE_S: Final = 30.0  # the issue's broker outage, kept at full length
+FAST: Final = {"cooldown_s": 1.0, "unknown_event_interval_s": 1.0}
+
+DECISION = re.compile(
+    r"decision door=(?P<door>\S+) kind=(?P<kind>\S+) person=(?P<person>\S+) .*"
+    r"event_id=(?P<event_id>[0-9a-f]+)"
+)
+
+
+def topic(kind: str, door: str = DOOR) -> str:
+    return f"{PREFIX}/{door}/{kind}"
+
+
+# -- MQTT side ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    expiry_s: int | None
+    at: float  # time.time() on arrival
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Subscriber:
+    """A paho 2.x MQTT v5 client that records every message with its arrival time."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        topics: Sequence[str] = (f"{PREFIX}/#",),
+        *,
+        persistent: bool = False,
+        configure: Callable[[Client], None] | None = None,
+    ) -> None:
+        self.messages: list[Received] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self._topics = topics
+        client_id = f"test-{uuid.uuid4().hex[:8]}" if persistent else ""
+        self.client = Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+        )
+        if configure is not None:
+            configure(self.client)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *args: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 1)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        if persistent:
+            props.SessionExpiryInterval = 600
+        self.client.connect(host, port, clean_start=not persistent, properties=props)
+        self.client.loop_start()
+        assert self._subscribed.wait(WAIT_S), "subscriber did not subscribe"
+
+    def _on_connect(self, client: Client, *args: object) -> None:
+        client.subscribe([(t, 1) for t in self._topics])
+
+    def _on_message(self, client: Client, userdata: object, message: MQTTMessage) -> None:
+        expiry = getattr(message.properties, "MessageExpiryInterval", None)
+        received = Received(message.topic, message.payload, message.retain, expiry, time.time())
+        with self._cond:
+            self.messages.append(received)
+            self._cond.notify_all()
+
+    def on(self, kind: str, door: str = DOOR) -> list[Received]:
+        with self._cond:
+            return [m for m in self.messages if m.topic == topic(kind, door)]
+
+    def wait_for(
+        self, predicate: Callable[[Subscriber], bool], timeout: float = WAIT_S, what: str = ""
+    ) -> None:
+        with self._cond:
+            ok = self._cond.wait_for(lambda: predicate(self), timeout)
+        assert ok, f"timed out after {timeout} s waiting for {what}; got {self.summary()}"
+
+    def events(self, door: str = DOOR) -> list[dict[str, Any]]:
+        return [m.json() for m in self.on("event", door)]
+
+    def unlocks(self, door: str = DOOR) -> list[dict[str, Any]]:
+        return [m.json() for m in self.on("unlock", door)]
+
+    def summary(self) -> list[tuple[str, str]]:
+        with self._cond:
+            return [(m.topic, m.payload[:120].decode(errors="replace")) for m in self.messages]
+
+    def publish(self, kind: str, payload: bytes | str, door: str = DOOR) -> None:
+        self.client.publish(topic(kind, door), payload, qos=1).wait_for_publish(WAIT_S)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def granted(sub: Subscriber, person: str, after: float = 0.0) -> bool:
+    return any(
+        e["decision"] == "granted" and e["person"] == person and e["ts"] >= after
+        for e in sub.events()
+    )
+
+
+def retained_status(host: str, port: int, door: str = DOOR) -> dict[str, Any]:
+    """The retained status a controller connecting now would get."""
+    sub = Subscriber(host, port, [topic("status", door)])
+    try:
+        sub.wait_for(lambda s: bool(s.on("status", door)), what="retained status")
+        message = sub.on("status", door)[-1]
+        assert message.retain, "status must be retained"
+        status: dict[str, Any] = message.json()
+        return status
+    finally:
+        sub.close()
+
+
+# -- the daemon --------------------------------------------------------------------------
+
+
+class Daemon:
+    """`python -m facegate run` as a subprocess, its stdout+stderr in a log file."""
+
+    def __init__(self, config: Path) -> None:
+        self.log_file = config.parent / "daemon.log"
+        with self.log_file.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "facegate", "run", "--config", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    def wait_log(self, pattern: str, timeout: float = WAIT_S, start: int = 0) -> None:
+        """Wait until `pattern` (regex) appears in the log after character `start`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if re.search(pattern, self.log()[start:]):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        pytest.fail(f"no {pattern!r} in the daemon log (exit {self.proc.poll()}):\n{self.tail()}")
+
+    def wait_ready(self) -> None:
+        self.wait_log(r"ready: models loaded and first frame received", START_S)
+
+    def decisions(self) -> list[dict[str, str]]:
+        """One dict per `decision ...` log line (the daemon's own record)."""
+        return [m.groupdict() for m in DECISION.finditer(self.log())]
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log()[-chars:]
+
+    def terminate(self, timeout: float = WAIT_S) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            pytest.fail(f"daemon ignored SIGTERM for {timeout} s:\n{self.tail()}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@dataclass
+class Site:
+    """One door installation in a tmp dir."""
+
+    dir: Path
+    config: Path
+    key: bytes
+
+    @property
+    def camera(self) -> Path:
+        return self.dir / "camera"
+
+
+def make_site(
+    root: Path,
+    port: int,
+    *,
+    people: Mapping[str, Sequence[str]],
+    scene: Sequence[Any],
+    camera: Mapping[str, object] | None = None,
+    recognition: Mapping[str, object] | None = None,
+    mqtt_extra: Mapping[str, object] | None = None,
+) -> Site:
+    """Key, enrollment, config and a looping image-folder camera showing `scene`."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "journal").mkdir(exist_ok=True)
+    key_path = write_key(root / "hmac.key")
+    write_enrollment(root / "enrollment.yaml", people)
+    write_folder(root / "camera", scene)
+    cam = {"door": DOOR, "source": "camera/", "fps": 10, "loop": True, **(camera or {})}
+    config = write_config(
+        root / "facegate.yaml",
+        port=port,
+        cameras=[cam],
+        recognition={**FAST, **(recognition or {})},
+        mqtt_extra=mqtt_extra,
+    )
+    return Site(root, config, load_signing_key(key_path))
+
+
+def face(person: str, frames: int = 1) -> list[Any]:
+    return [fit(photo(person))] * frames
+
+
+def hallway(frames: int) -> list[Any]:
+    return [empty_frame()] * frames
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Started daemons are appended here; any still running at teardown is killed."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+@pytest.fixture
+def subscribers() -> Iterator[list[Subscriber]]:
+    opened: list[Subscriber] = []
+    yield opened
+    for sub in opened:
+        sub.close()
+
+
+def assert_no_stranger_unlock(sub: Subscriber) -> None:
+    strangers = [u for u in sub.unlocks() if u["person"] == STRANGER]
+    assert not strangers, f"stranger unlocked: {strangers}"
+
+
+# -- 1, 5, 9: a resident at the door, then SIGTERM ----------------------------------------
+
+
+@dataclass
+class ResidentRun:
+    sub: Subscriber
+    unlock_messages: list[Received]
+    status_before_stop: dict[str, Any]
+    status_after_stop: dict[str, Any]
+    exit_code: int
+    log: str
+    key: bytes
+
+
+@pytest.fixture(scope="module")
+def resident_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ResidentRun]:
+    """A resident in front of the camera until two unlocks arrived, then SIGTERM."""
+    root = tmp_path_factory.mktemp("resident")
+    with MosquittoBroker(root / "mosquitto") as broker:
+        site = make_site(
+            root / "site", broker.port, people={RESIDENT: [DOOR]}, scene=face(RESIDENT)
+        )
+        sub = Subscriber(broker.host, broker.port)
+        daemon = Daemon(site.config)
+        try:
+            daemon.wait_ready()
+            sub.wait_for(lambda s: len(s.on("unlock")) >= 2, WAIT_S, "two unlocks")
+            before = retained_status(broker.host, broker.port)
+            exit_code = daemon.terminate()
+            after = retained_status(broker.host, broker.port)
+            yield ResidentRun(
+                sub, sub.on("unlock"), before, after, exit_code, daemon.log(), site.key
+            )
+        finally:
+            daemon.kill()
+            sub.close()
+
+
+def test_resident_gets_a_valid_signed_expiring_unlock(resident_run: ResidentRun) -> None:
+    run = resident_run
+    first = run.unlock_messages[0]
+    verifier = UnlockVerifier(run.key, DOOR, clock=lambda: first.at)
+    unlock = verifier.verify(first.payload)
+    assert unlock.person == RESIDENT
+    assert first.at < unlock.expires_at, "arrived after it expired"
+    assert not first.retain, "unlocks must never be retained"
+    assert first.expiry_s is not None and 1 <= first.expiry_s <= 6, "v5 message expiry missing"
+    event = next(e for e in run.sub.events() if e["event_id"] == unlock.event_id)
+    assert event["decision"] == "granted" and event["person"] == RESIDENT
+    assert event["distance"] <= 0.9
+    assert run.status_before_stop["state"] == "online"
+
+
+def test_sigterm_publishes_offline_retained_and_exits_0(resident_run: ResidentRun) -> None:
+    assert resident_run.exit_code == 0, resident_run.log[-3000:]
+    assert resident_run.status_after_stop["state"] == "offline"
+    assert "Traceback" not in resident_run.log
+
+
+def test_tampered_expired_and_replayed_unlocks_are_rejected(resident_run: ResidentRun) -> None:
+    """Real unlock payloads captured from the broker, checked by the reference verifier."""
+    first_msg, second_msg = resident_run.unlock_messages[:2]
+    first, second = json.loads(first_msg.payload), json.loads(second_msg.payload)
+    key = resident_run.key
+
+    def verifier(at: float) -> UnlockVerifier:
+        return UnlockVerifier(key, DOOR, clock=lambda: at)
+
+    def rejected(v: UnlockVerifier, payload: bytes | Mapping[str, object]) -> str:
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        with pytest.raises(UnlockRejected) as info:
+            v.verify(raw)
+        return info.value.reason
+
+    at = first_msg.at
+    # Tampered: another person, a later expiry, another door, a re-signed payload with a
+    # wrong key, a signature bit flipped, the signature removed.
+    assert rejected(verifier(at), {**first, "person": STRANGER}) == "bad_signature"
+    assert rejected(verifier(at), {**first, "expires_at": first["expires_at"] + 60}) == (
+        "bad_signature"
+    )
+    assert rejected(verifier(at), {**first, "door": "back"}) == "bad_signature"
+    forged = {**first, "person": STRANGER}
+    forged["sig"] = sign(forged, b"\x01" * 32)
+    assert rejected(verifier(at), forged) == "bad_signature"
+    flipped = first["sig"][:-1] + ("0" if first["sig"][-1] != "0" else "1")
+    assert rejected(verifier(at), {**first, "sig": flipped}) == "bad_signature"
+    assert rejected(verifier(at), {k: v for k, v in first.items() if k != "sig"}) == (
+        "missing_field"
+    )
+    # Expired: the same bytes a moment after expires_at.
+    assert rejected(verifier(first["expires_at"] + 0.001), first_msg.payload) == "expired"
+    # Replayed: accepted once, then refused; an older seq after a newer one is refused.
+    v = verifier(second_msg.at)
+    assert v.verify(second_msg.payload).event_id == second["event_id"]
+    assert rejected(v, second_msg.payload) == "replayed"
+    assert first["seq"] < second["seq"]
+    assert rejected(v, first_msg.payload) in ("stale_seq", "expired")
+    v2 = verifier(first_msg.at)
+    v2.verify(first_msg.payload)
+    assert rejected(v2, first_msg.payload) == "replayed"
+
+
+# -- 2: stranger --------------------------------------------------------------------------
+
+
+def test_stranger_gets_unknown_events_and_no_unlock(
+    mosquitto: MosquittoBroker, tmp_path: Path, daemons: list[Daemon], subscribers: list[Subscriber]
+) -> None:
+    site = make_site(
+        tmp_path, mosquitto.port, people={RESIDENT: [DOOR], OTHER_RESIDENT: [DOOR]},
+        scene=face(STRANGER),
+    )  # fmt: skip
+    sub = Subscriber(mosquitto.host, mosquitto.port)
+    subscribers.append(sub)
+    daemon = Daemon(site.config)
+    daemons.append(daemon)
+    daemon.wait_ready()
+    sub.wait_for(
+        lambda s: sum(e["decision"] == "unknown" for e in s.events()) >= 3,
+        what="three unknown events",
+    )
+    assert daemon.terminate() == 0
+    assert sub.unlocks() == []
+    assert {e["decision"] for e in sub.events()} == {"unknown"}
+    assert all(e["person"] is None for e in sub.events())
+    assert not [d for d in daemon.decisions() if d["kind"] == "granted"]
+
+
+# -- 3: broker outage ---------------------------------------------------------------------
+
+
+def test_broker_outage_loses_no_event_and_delivers_no_expired_unlock(
+    mosquitto: MosquittoBroker, tmp_path: Path, daemons: list[Daemon], subscribers: list[Subscriber]
+) -> None:
+    """The broker is down for 30 s while resident and stranger keep passing the camera."""
+    scene = face(RESIDENT, 8) + hallway(6) + face(STRANGER, 8) + hallway(6)
+    site = make_site(
+        tmp_path, mosquitto.port, people={RESIDENT: [DOOR]}, scene=scene,
+        mqtt_extra={"reconnect_max_s": 2},  # back within seconds of the broker's return
+    )  # fmt: skip
+    # A persistent session: what the broker accepts after its restart is queued for us
+    # even before we have reconnected.
+    sub = Subscriber(mosquitto.host, mosquitto.port, persistent=True)
+    subscribers.append(sub)
+    daemon = Daemon(site.config)
+    daemons.append(daemon)
+    daemon.wait_ready()
+    sub.wait_for(lambda s: bool(s.on("unlock")), what="an unlock before the outage")
+
+    mosquitto.stop()
+    outage_start = len(daemon.decisions())
+    time.sleep(OUTAGE_S)
+    during = daemon.decisions()[outage_start:]
+    mosquitto.start()
+
+    kinds = {d["kind"] for d in during}
+    assert {"granted", "unknown"} <= kinds, f"too few decisions during the outage: {during}"
+    during_ids = {d["event_id"] for d in during}
+    received = lambda s: {e["event_id"] for e in s.events()}  # noqa: E731
+    sub.wait_for(lambda s: during_ids <= received(s), 20, "every outage event")
+    # Stop the daemon (it flushes), then every logged decision must have arrived.
+    assert daemon.terminate() == 0
+    logged = [d["event_id"] for d in daemon.decisions()]
+    assert len(logged) == len(set(logged)), "one decision line per event"
+    sub.wait_for(lambda s: set(logged) <= received(s), WAIT_S, "every logged event")
+    assert received(sub) == set(logged), "events the daemon never logged"
+    for message in sub.on("unlock"):
+        assert message.at < message.json()["expires_at"], f"expired unlock delivered: {message}"
+    outage_unlocks = {d["event_id"] for d in during if d["kind"] == "granted"}
+    late = [u for u in sub.unlocks() if u["event_id"] in outage_unlocks]
+    # Unlocks issued early in the outage expired before the broker came back: never sent.
+    assert len(late) < len(outage_unlocks), f"expired outage unlocks were delivered: {late}"
+    assert_no_stranger_unlock(sub)
+
+
+# -- 4: SIGHUP ----------------------------------------------------------------------------
+
+
+def test_sighup_enrolls_a_new_person_without_restart(
+    mosquitto: MosquittoBroker, tmp_path: Path, daemons: list[Daemon], subscribers: list[Subscriber]
+) -> None:
+    site = make_site(tmp_path, mosquitto.port, people={RESIDENT: [DOOR]}, scene=face(LATE_RESIDENT))
+    sub = Subscriber(mosquitto.host, mosquitto.port)
+    subscribers.append(sub)
+    daemon = Daemon(site.config)
+    daemons.append(daemon)
+    daemon.wait_ready()
+    sub.wait_for(lambda s: any(e["decision"] == "unknown" for e in s.events()), what="unknown")
+    assert not sub.unlocks()
+
+    write_enrollment(site.dir / "enrollment.yaml", {RESIDENT: [DOOR], LATE_RESIDENT: [DOOR]})
+    mark = len(daemon.log())
+    os.kill(daemon.pid, signal.SIGHUP)
+    daemon.wait_log(r"reloaded: 2 people enrolled", WAIT_S, start=mark)
+    sub.wait_for(lambda s: granted(s, LATE_RESIDENT), what="grant after reload")
+    sub.wait_for(lambda s: any(u["person"] == LATE_RESIDENT for u in s.unlocks()), what="unlock")
+    assert daemon.proc.poll() is None and daemon.pid == daemon.proc.pid
+    assert daemon.log().count("ready: models loaded") == 1, "the daemon restarted"
+    assert daemon.terminate() == 0
+
+
+# -- 6: camera loss -----------------------------------------------------------------------
+
+
+def test_camera_lost_and_back_resumes_frames_and_grants(
+    mosquitto: MosquittoBroker, tmp_path: Path, daemons: list[Daemon], subscribers: list[Subscriber]
+) -> None:
+    site = make_site(
+        tmp_path, mosquitto.port, people={RESIDENT: [DOOR]},
+        scene=face(RESIDENT, 5) + hallway(10),
+    )  # fmt: skip
+    sub = Subscriber(mosquitto.host, mosquitto.port)
+    subscribers.append(sub)
+    daemon = Daemon(site.config)
+    daemons.append(daemon)
+    daemon.wait_ready()
+    sub.wait_for(lambda s: granted(s, RESIDENT), what="grant before the camera loss")
+
+    away = site.dir / "camera-unplugged"
+    site.camera.rename(away)
+    daemon.wait_log(r"camera front .*(failed|stalled).*reconnecting", WAIT_S)
+    time.sleep(3.0)  # down across several reconnect attempts
+    away.rename(site.camera)
+    back = time.time()
+    daemon.wait_log(r"camera front recovered after", WAIT_S)
+    sub.wait_for(lambda s: granted(s, RESIDENT, after=back), what="grant after the camera is back")
+    sub.wait_for(
+        lambda s: any(u["ts"] >= back for u in s.unlocks()), what="unlock after the camera is back"
+    )
+    assert daemon.proc.poll() is None
+    assert daemon.terminate() == 0
+
+
+# -- 7: malformed and valid verify requests -----------------------------------------------
+
+
+def test_malformed_verify_payloads_are_ignored_and_claims_are_answered(
+    mosquitto: MosquittoBroker, tmp_path: Path, daemons: list[Daemon], subscribers: list[Subscriber]
+) -> None:
+    site = make_site(
+        tmp_path, mosquitto.port, people={RESIDENT: [DOOR], OTHER_RESIDENT: [DOOR]},
+        scene=face(RESIDENT),
+    )  # fmt: skip
+    sub = Subscriber(mosquitto.host, mosquitto.port)
+    subscribers.append(sub)
+    daemon = Daemon(site.config)
+    daemons.append(daemon)
+    daemon.wait_ready()
+    sub.wait_for(lambda s: bool(s.on("status")) and s.on("status")[-1].json()["state"] == "online")
+
+    valid = {"request_id": "ok", "identity": RESIDENT, "timeout_s": 3}
+    bad: list[tuple[str, bytes]] = [
+        (DOOR, b"not json"),
+        (DOOR, b"\xff\xfe\x00garbage"),
+        (DOOR, json.dumps({**valid, "pad": "x" * 5000}).encode()),
+        (DOOR, json.dumps({"request_id": 7, "identity": ["x"], "timeout_s": "soon"}).encode()),
+        (DOOR, json.dumps({**valid, "timeout_s": 1e9}).encode()),
+        (DOOR, b"[1, 2, 3]"),
+        (DOOR, b""),
+        ("no-such-door", json.dumps(valid).encode()),
+    ]
+    for door, payload in bad:
+        sub.publish("verify", payload, door=door)
+    deadline = time.monotonic() + WAIT_S
+    while daemon.log().count("ignored") < len(bad) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert daemon.log().count("ignored") == len(bad), daemon.tail()
+    assert daemon.proc.poll() is None, daemon.tail()
+    assert "Traceback" not in daemon.log()
+    assert not sub.on("verify/result"), "a malformed request was answered"
+    assert not sub.on("verify/result", "no-such-door")
+
+    after = time.time()
+    sub.wait_for(lambda s: granted(s, RESIDENT, after=after), what="grant after the garbage")
+
+    sub.publish(
+        "verify", json.dumps({"request_id": "r-right", "identity": RESIDENT, "timeout_s": 4})
+    )
+    sub.wait_for(lambda s: bool(s.on("verify/result")), what="verify result (right person)")
+    result = sub.on("verify/result")[-1].json()
+    assert result["request_id"] == "r-right" and result["match"] is True
+    assert result["distance"] is not None and result["distance"] <= 0.9
+
+    wrong = {"request_id": "r-wrong", "identity": OTHER_RESIDENT, "timeout_s": 2}
+    sub.publish("verify", json.dumps(wrong))
+    sub.wait_for(lambda s: len(s.on("verify/result")) >= 2, what="verify result (wrong person)")
+    result = sub.on("verify/result")[-1].json()
+    assert result["request_id"] == "r-wrong" and result["match"] is False
+    assert daemon.terminate() == 0
+
+
+# -- 8: card_and_face ---------------------------------------------------------------------
+
+
+def test_card_and_face_door_needs_claim_and_face(
+    mosquitto: MosquittoBroker, tmp_path: Path, daemons: list[Daemon], subscribers: list[Subscriber]
+) -> None:
+    site = make_site(
+        tmp_path, mosquitto.port, people={RESIDENT: [DOOR]}, scene=face(RESIDENT),
+        camera={"mode": "card_and_face"},
+    )  # fmt: skip
+    sub = Subscriber(mosquitto.host, mosquitto.port)
+    subscribers.append(sub)
+    daemon = Daemon(site.config)
+    daemons.append(daemon)
+    daemon.wait_ready()
+    sub.wait_for(
+        lambda s: any(e["decision"] == "denied" for e in s.events()), what="denial without claim"
+    )
+    time.sleep(2.0)  # the face keeps being seen: still no unlock
+    assert sub.unlocks() == []
+    denial = next(e for e in sub.events() if e["decision"] == "denied")
+    assert denial["person"] == RESIDENT and "claim" in denial["reason"]
+
+    claim = {"request_id": "badge-1", "identity": RESIDENT, "timeout_s": 5}
+    sub.publish("verify", json.dumps(claim))
+    sub.wait_for(lambda s: bool(s.unlocks()), what="unlock after claim + face")
+    unlock = UnlockVerifier(site.key, DOOR).verify(sub.on("unlock")[0].payload)
+    assert unlock.person == RESIDENT
+    grant = next(e for e in sub.events() if e["event_id"] == unlock.event_id)
+    assert grant["decision"] == "granted" and grant.get("request_id") == "badge-1"
+    sub.wait_for(
+        lambda s: any(r.json()["match"] is True for r in s.on("verify/result")),
+        what="verify result match true",
+    )
+    assert daemon.terminate() == 0
+
+
+# -- 10: TLS + password -------------------------------------------------------------------
+
+
+@pytest.mark.skipif(bool(tools_missing()), reason=f"missing {tools_missing()}")
+def test_daemon_over_tls_with_password_unlocks_the_authorised_controller(
+    tmp_path: Path, daemons: list[Daemon], subscribers: list[Subscriber]
+) -> None:
+    with tls_broker(tmp_path / "tls") as broker:
+        password = tmp_path / "mqtt.password"
+        password.write_text(broker.passwords["facegate"] + "\n")
+        password.chmod(0o600)
+        cert, cert_key = broker.client_cert("facegate")
+        site = make_site(
+            tmp_path / "site", broker.port, people={RESIDENT: [DOOR]}, scene=face(RESIDENT),
+            mqtt_extra={
+                "username": "facegate", "password_file": str(password),
+                "tls": {"ca_file": str(broker.ca_file), "cert_file": str(cert),
+                        "key_file": str(cert_key)},
+            },
+        )  # fmt: skip
+        controller = tls_subscriber(broker, "door-front")
+        subscribers.append(controller)
+        daemon = Daemon(site.config)
+        daemons.append(daemon)
+        daemon.wait_ready()
+        controller.wait_for(lambda s: bool(s.on("unlock")), what="unlock over TLS")
+        unlock = UnlockVerifier(site.key, DOOR).verify(controller.on("unlock")[0].payload)
+        assert unlock.person == RESIDENT
+        assert daemon.terminate() == 0
+
+
+def tls_subscriber(broker: TlsBroker, user: str) -> Subscriber:
+    def configure(client: Client) -> None:
+        client.tls_set(ca_certs=str(broker.ca_file))
+        client.username_pw_set(user, broker.passwords[user])
+
+    return Subscriber(broker.host, broker.port, [f"{PREFIX}/{DOOR}/#"], configure=configure)
+
+
+# -- 11: bad config -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("recognition", "mqtt_extra", "field"),
+    [
+        ({"threshold": 1.5}, None, "threshold"),
+        ({"confirm_frames": "three"}, None, "confirm_frames"),
+        ({"confirm_faces": 3}, None, "confirm_faces"),
+        (None, {"port": 70000}, "port"),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "check-config"])
+def test_bad_config_exits_2_naming_file_and_field(
+    tmp_path: Path,
+    command: str,
+    recognition: dict[str, object] | None,
+    mqtt_extra: dict[str, object] | None,
+    field: str,
+) -> None:
+    site = make_site(
+        tmp_path, 1, people={RESIDENT: [DOOR]}, scene=hallway(1),
+        recognition=recognition, mqtt_extra=mqtt_extra,
+    )  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "facegate", command, "--config", str(site.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert str(site.config) in done.stderr or "facegate.yaml" in done.stderr
+    assert field in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
