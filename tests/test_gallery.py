@@ -220,6 +220,11 @@ def _tampered(mutate: Callable[[Gallery], None], tmp_path: Path) -> Path:
         ("zero", lambda g: g._arrays["embedding"].__setitem__(0, 0.0), "not finite unit"),
         ("schema", lambda g: g._meta.__setitem__("schema", 2), "schema 2"),
         ("person", lambda g: g._arrays["person"].__setitem__(0, 7), "do not map"),
+        (
+            "duplicate-id",
+            lambda g: g._arrays["person_id"].__setitem__(1, g._arrays["person_id"][0]),
+            "not unique",
+        ),
         ("fingerprint", lambda g: g._meta.__setitem__("fingerprint", "xyz"), "fingerprint"),
     ],
 )

@@ -538,8 +538,9 @@ def _check_arrays(arrays: Mapping[str, AnyArray]) -> None:
     _check_grouping(arrays["person"], n_people)
     _check_unit(arrays["embedding"], "embeddings")
     _check_unit(arrays["template"], "templates")
-    if len(set(arrays["person_id"].tolist())) != n_people:
-        raise GalleryError(f"the gallery lists a person twice: {FIX_COMMAND}")
+    ids = arrays["person_id"]
+    if not bool(np.all(ids[1:] > ids[:-1])):  # sorted and unique, in one vectorised pass
+        raise GalleryError(f"the gallery's people are not unique and sorted: {FIX_COMMAND}")
 
 
 def _check_grouping(person: AnyArray, n_people: int) -> None:
