@@ -49,7 +49,18 @@ demo: install models
 	$(BIN)/python scripts/demo.py
 
 bench: install models
-	$(BIN)/facegate bench --models models
+	@# tflite_runtime (cp311 only, numpy<2) and face_recognition get their own cached venvs;
+	@# only wheels, except face-recognition-models (a pure-data sdist, no compiler involved).
+	@[ -f $(CACHE)/bench-tflite-venv/.installed ] || { python3.11 -m venv $(CACHE)/bench-tflite-venv && \
+	  $(CACHE)/bench-tflite-venv/bin/pip install -q --only-binary :all: tflite-runtime==2.14.0 'numpy<2' \
+	    opencv-python-headless==4.10.0.84 Pillow && touch $(CACHE)/bench-tflite-venv/.installed; } || \
+	  echo "warning: tflite_runtime venv not installed; that comparison is skipped"
+	@[ -f $(CACHE)/bench-fr-venv/.installed ] || { $(PYTHON) -m venv $(CACHE)/bench-fr-venv && \
+	  $(CACHE)/bench-fr-venv/bin/pip install -q --only-binary dlib-bin,numpy,pillow,click \
+	    dlib-bin==20.0.1.post1 face-recognition-models==0.3.0 'setuptools<81' Click numpy Pillow && \
+	  $(CACHE)/bench-fr-venv/bin/pip install -q --no-deps --only-binary :all: face_recognition==1.3.0 && \
+	  touch $(CACHE)/bench-fr-venv/.installed; }
+	$(BIN)/facegate bench --models models --out bench/out
 
 clean:
 	rm -rf $(VENV) .demo models/*.tflite models/built.json models/data

@@ -268,6 +268,29 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_bench(sub: Any) -> None:
+    parser = sub.add_parser("bench", help="latency, memory and accuracy vs face_recognition")
+    parser.add_argument("--models", type=Path, help="folder built by `make models`")
+    parser.add_argument("--out", type=Path, default=Path("bench/out"), help="bench.json here")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for the embedder")
+    parser.add_argument("--json", action="store_true", help="print the headline keys as JSON")
+    parser.set_defaults(handler=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from facegate.bench import BenchOptions, flat_keys, render_markdown, run_bench
+    from facegate.vision.engine import default_models_dir
+
+    models = args.models or default_models_dir()
+    results = run_bench(BenchOptions(models, args.out, args.quick, args.threads))
+    if args.json:
+        _print_json(flat_keys(results))
+    else:
+        print(render_markdown(results))
+    return EXIT_OK
+
+
 _SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_run,
     _add_check_config,
@@ -275,6 +298,7 @@ _SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_verify,
     _add_identify,
     _add_evaluate,
+    _add_bench,
 ]
 
 
