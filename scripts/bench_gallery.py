@@ -11,7 +11,6 @@ embedding vs per-person mean template (val probes against the train gallery).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import subprocess
@@ -21,46 +20,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
+# Shared with `facegate bench` (gallery scaling), so both measure the same thing.
+from facegate.bench import PER_PERSON, identify_median_ms, synthetic_gallery
 from facegate.enroll import LazyEngine, enroll
 from facegate.errors import BadInputError
-from facegate.gallery import Gallery, GalleryEntry, PersonPolicy
+from facegate.gallery import Gallery
 from facegate.imageio import load_image
-from facegate.matching import Matcher, l2_normalize
+from facegate.matching import l2_normalize
 from facegate.vision.engine import FaceEngine
 from facegate.vision.types import FloatArray
 
 THRESHOLD = 0.9
-PER_PERSON = 5
-
-
-def identify_median_ms(matcher: Matcher, probes: FloatArray) -> float:
-    """Median wall time of one 1:K identify (with a margin, as the daemon calls it)."""
-    times = []
-    for probe in probes:
-        start = time.perf_counter()
-        matcher.identify(probe, THRESHOLD, 0.1)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
-def synthetic_gallery(people: int, seed: int = 0) -> Gallery:
-    """`people` x PER_PERSON unit embeddings scattered around one centre per person."""
-    rng = np.random.default_rng(seed)
-    centres = l2_normalize(rng.normal(size=(people, 128)).astype(np.float32))
-    noise = rng.normal(scale=0.05, size=(people, PER_PERSON, 128)).astype(np.float32)
-    embeddings = l2_normalize(centres[:, None, :] + noise)
-    ids = [f"p{i:06d}" for i in range(people)]
-    entries = [
-        GalleryEntry(
-            ids[i], f"people/{ids[i]}/{j}.jpg", hashlib.sha256(b"%d/%d" % (i, j)).hexdigest(),
-            100.0, 50.0, 1.7e9, embeddings[i, j],
-        )
-        for i in range(people)
-        for j in range(PER_PERSON)
-    ]  # fmt: skip
-    policies = [PersonPolicy(pid, pid, ("*",)) for pid in ids]
-    return Gallery.build(fingerprint="0" * 64, people=policies, entries=entries)
 
 
 def bench_synthetic(workdir: Path) -> dict[str, float]:
@@ -152,9 +124,10 @@ def bench_enroll(models: Path, celeb: Path, workdir: Path) -> tuple[dict[str, fl
     }, gallery
 
 
-def val_probes(engine: FaceEngine, val: Path) -> tuple[list[str], FloatArray]:
+def embed_split(engine: FaceEngine, split: Path) -> tuple[list[str], FloatArray]:
+    """Embeddings of every image with one usable face in <split>/<person>/*.jpg."""
     labels, vectors = [], []
-    for person_dir in sorted(val.iterdir()):
+    for person_dir in sorted(split.iterdir()):
         for path in sorted(person_dir.glob("*.jpg")):
             try:
                 face = engine.encode_one(load_image(path), path)
@@ -175,6 +148,25 @@ def per_identity_distances(gallery: Gallery, probes: FloatArray) -> dict[str, Fl
     return {"mean_template": templates, "nearest_embedding": nearest}
 
 
+def leave_one_out(labels: list[str], vectors: FloatArray) -> dict[str, FloatArray]:
+    """(M, K) distances of every image to every identity built from all *other* images."""
+    ids = sorted(set(labels))
+    owner = np.array([ids.index(label) for label in labels])
+    rows = np.sqrt(np.clip(2 - 2 * vectors @ vectors.T, 0, 4))
+    np.fill_diagonal(rows, np.inf)  # an image never matches itself
+    nearest = np.stack([rows[:, owner == k].min(axis=1) for k in range(len(ids))], axis=1)
+    sums = np.stack([vectors[owner == k].sum(axis=0) for k in range(len(ids))])
+    templates = np.sqrt(np.clip(2 - 2 * vectors @ l2_normalize(sums).T, 0, 4))
+    own = l2_normalize(sums[owner] - vectors)  # the probe's own template, without the probe
+    own_cos = np.einsum("ij,ij->i", vectors, own)
+    templates[np.arange(len(labels)), owner] = np.sqrt(np.clip(2 - 2 * own_cos, 0, 4))
+    return {"mean_template": templates, "nearest_embedding": nearest}
+
+
+def truth_matrix(labels: list[str], ids: list[str]) -> npt.NDArray[np.bool_]:
+    return np.array([[identity == label for identity in ids] for label in labels])
+
+
 def accuracy(dist: FloatArray, truth: FloatArray) -> dict[str, float]:
     """Verification (every probe x identity pair) and 1:K identification at THRESHOLD."""
     genuine, impostor = dist[truth], dist[~truth]
@@ -193,17 +185,19 @@ def accuracy(dist: FloatArray, truth: FloatArray) -> dict[str, float]:
 
 
 def bench_accuracy(models: Path, celeb: Path, gallery_path: Path) -> dict[str, object]:
+    """Val probes against the enrolled train gallery, and leave-one-out over train + val."""
     engine = FaceEngine.load(models)
     gallery = Gallery.load(gallery_path, engine.fingerprint)
-    labels, probes = val_probes(engine, celeb / "val")
-    ids = list(gallery.person_ids)
-    truth = np.array([[ids[k] == label for k in range(len(ids))] for label in labels])
-    out: dict[str, object] = {
-        "val_probes": len(labels),
-        "train_embeddings": len(gallery.embeddings),
-    }
-    for name, dist in per_identity_distances(gallery, probes).items():
-        out[name] = accuracy(dist, truth)
+    val_labels, val = embed_split(engine, celeb / "val")
+    train_labels, train = embed_split(engine, celeb / "train")
+    out: dict[str, object] = {"val_probes": len(val_labels), "train_embeddings": len(train)}
+    truth = truth_matrix(val_labels, list(gallery.person_ids))
+    for name, dist in per_identity_distances(gallery, val).items():
+        out[f"val_vs_train/{name}"] = accuracy(dist, truth)
+    labels = train_labels + val_labels
+    truth = truth_matrix(labels, sorted(set(labels)))
+    for name, dist in leave_one_out(labels, np.concatenate([train, val])).items():
+        out[f"leave_one_out_{len(labels)}/{name}"] = accuracy(dist, truth)
     return out
 
 
