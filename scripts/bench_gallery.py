@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -215,6 +216,9 @@ def main() -> None:
         results.update(bench_accuracy(args.models, celeb, gallery))
         if not args.skip_synthetic:
             results.update(bench_synthetic(workdir))
+    # Other work on the machine skews every timing here: record how busy it was.
+    results["load_average_1min"] = os.getloadavg()[0]
+    results["cpus"] = os.cpu_count() or 0
     print(json.dumps(results, indent=2))
 
 
