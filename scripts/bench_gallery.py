@@ -42,7 +42,9 @@ def bench_synthetic(workdir: Path) -> dict[str, float]:
     for people in (10_000, 100_000):
         start = time.perf_counter()
         gallery = synthetic_gallery(people)
-        print(f"  built {people} x {PER_PERSON} in {time.perf_counter() - start:.1f} s", flush=True)
+        print(
+            f"built {people} x {PER_PERSON} in {time.perf_counter() - start:.1f} s", file=sys.stderr
+        )
         matcher = gallery.matcher()
         scale = f"{people // 1000}k"
         results[f"identify_{scale}_ms"] = identify_median_ms(matcher, probes)
