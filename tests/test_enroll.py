@@ -338,3 +338,32 @@ def test_unwritable_gallery_folder_fails_before_embedding(site: Site, engine: Fa
     with pytest.raises(BadInputError, match="does not exist"):
         enroll(site.enrollment, site.root / "nowhere" / "g.fgg", counting)
     assert counting.calls == 0
+
+
+def test_cli_config_gives_paths_models_and_quality_gate(
+    site: Site, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def write_config(min_face_px: int) -> Path:
+        config = site.root / "facegate.yaml"
+        config.write_text(
+            "cameras: [{door: front, source: cam.mp4}]\n"
+            f"recognition: {{min_face_px: {min_face_px}}}\n"
+            f"models: {{dir: {json.dumps(str(models_dir))}}}\n"
+            "enrollment: enrollment.yaml\n"
+            "gallery: var/gallery.fgg\n"
+            "mqtt: {host: 127.0.0.1, signing_key_file: hmac.key}\n"
+        )
+        return config
+
+    assert main(["enroll", "--config", str(write_config(400))]) == 2  # the daemon's gate
+    assert "too small" in capsys.readouterr().err and not site.gallery.exists()
+    assert main(["enroll", "--config", str(write_config(40))]) == 0
+    assert Gallery.load(site.gallery, None).num_embeddings == 16
+    other = site.root / "var" / "other.fgg"
+    assert main(["enroll", "--config", str(write_config(40)), "--gallery", str(other)]) == 0
+    assert other.exists()
+
+
+def test_cli_without_paths_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["enroll", "--gallery", "g.fgg"]) == 2
+    assert "--enrollment" in capsys.readouterr().err

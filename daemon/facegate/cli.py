@@ -207,11 +207,13 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
     if enrollment is None or gallery is None:
         raise BadInputError("facegate enroll", "give --config FILE, or --enrollment and --gallery")
     models_dir = args.models or (config.models.dir if config else default_models_dir())
-    engine = (
-        LazyEngine(models_dir, config.models.embedder, config.models.threads)
-        if config
-        else LazyEngine(models_dir)
-    )
+    if config:
+        from facegate.service import quality_gate  # enroll to the gate the daemon applies
+
+        m = config.models
+        engine = LazyEngine(models_dir, m.embedder, m.threads, quality_gate(config))
+    else:
+        engine = LazyEngine(models_dir)
     report = enroll(enrollment, gallery, engine, skip_bad=args.skip_bad, check_only=args.check)
     if args.json:
         _print_json(report.to_dict())

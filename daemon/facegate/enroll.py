@@ -21,7 +21,7 @@ from facegate.errors import BadInputError, GalleryError, ModelError
 from facegate.gallery import Gallery, GalleryEntry, PersonPolicy
 from facegate.imageio import load_image
 from facegate.vision.embedder import file_sha256
-from facegate.vision.engine import MODEL_FILES, EmbedderKind, FaceEngine
+from facegate.vision.engine import MODEL_FILES, EmbedderKind, FaceEngine, QualityGate
 from facegate.vision.types import FaceEncoding, ImageArray
 
 logger = logging.getLogger(__name__)
@@ -39,8 +39,14 @@ class Encoder(Protocol):
 class LazyEngine:
     """A FaceEngine loaded on the first encode: an unchanged re-run never loads the models."""
 
-    def __init__(self, models_dir: Path, embedder: EmbedderKind = "int8", threads: int = 2) -> None:
-        self._load_args = (Path(models_dir), embedder, threads)
+    def __init__(
+        self,
+        models_dir: Path,
+        embedder: EmbedderKind = "int8",
+        threads: int = 2,
+        gate: QualityGate | None = None,
+    ) -> None:
+        self._load_args = (Path(models_dir), embedder, threads, gate or QualityGate())
         model = Path(models_dir) / MODEL_FILES[embedder]
         try:
             self.fingerprint = file_sha256(model)
