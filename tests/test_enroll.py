@@ -19,7 +19,7 @@ from facegate.enroll import enroll
 from facegate.errors import BadInputError, ConfigError, ManyFacesError, NoFaceError
 from facegate.gallery import Gallery
 from facegate.imageio import load_image
-from facegate.vision.engine import FaceEngine
+from facegate.vision.engine import FaceEngine, QualityGate
 from facegate.vision.types import FaceEncoding, ImageArray
 
 PEOPLE = ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna")
@@ -36,6 +36,10 @@ class CountingEngine:
     @property
     def fingerprint(self) -> str:
         return self.engine.fingerprint
+
+    @property
+    def gate(self) -> QualityGate:
+        return self.engine.gate
 
     def encode_one(self, image: ImageArray, source: str | Path) -> FaceEncoding:
         self.calls += 1
@@ -367,3 +371,17 @@ def test_cli_config_gives_paths_models_and_quality_gate(
 def test_cli_without_paths_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["enroll", "--gallery", "g.fgg"]) == 2
     assert "--enrollment" in capsys.readouterr().err
+
+
+def test_stricter_gate_re_checks_reused_images(site: Site, engine: FaceEngine) -> None:
+    enroll(site.enrollment, site.gallery, engine)
+    before = site.snapshot()
+    counting = CountingEngine(engine)
+    default_gate = engine.gate
+    engine.gate = QualityGate(min_face_px=1000, min_sharpness=default_gate.min_sharpness)
+    try:
+        with pytest.raises(BadInputError, match="too small"):
+            enroll(site.enrollment, site.gallery, counting)
+    finally:
+        engine.gate = default_gate
+    assert counting.calls == 1 and site.snapshot() == before

@@ -33,6 +33,9 @@ class Encoder(Protocol):
     @property
     def fingerprint(self) -> str: ...
 
+    @property
+    def gate(self) -> QualityGate: ...
+
     def encode_one(self, image: ImageArray, source: str | Path) -> FaceEncoding: ...
 
 
@@ -56,6 +59,10 @@ class LazyEngine:
                 "build it with `make models` or point --models at the folder"
             ) from None
         self._engine: FaceEngine | None = None
+
+    @property
+    def gate(self) -> QualityGate:
+        return self._load_args[3]
 
     def encode_one(self, image: ImageArray, source: str | Path) -> FaceEncoding:
         if self._engine is None:
@@ -213,7 +220,7 @@ class _Run:
     def _entry(self, person_id: str, path: Path, digest: str, field_name: str) -> GalleryEntry:
         """The gallery row for one image: reused if this model already embedded its bytes."""
         old = self.reusable.get(digest)
-        if old is not None:
+        if old is not None and _passes(old, self.engine.gate):
             self.reused += 1
             return replace(old, person_id=person_id, source=str(path))
         face = self._encode(path, field_name)
@@ -300,6 +307,12 @@ def _reusable_entries(
         warnings.append(message)
         return {}
     return {e.image_sha256: e for e in previous.entries()}
+
+
+def _passes(entry: GalleryEntry, gate: QualityGate) -> bool:
+    """Whether a stored embedding meets today's quality gate; if not, the image is encoded
+    again so that a stricter gate rejects it exactly as it would a new image."""
+    return entry.face_px >= gate.min_face_px and entry.sharpness >= gate.min_sharpness
 
 
 def _policy(person: Person) -> PersonPolicy:
