@@ -223,14 +223,16 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def _print_enroll_report(report: EnrollReport) -> None:
-    print(f"{'person':<24} {'used':>4} {'reused':>6} {'face px':>7} {'sharp':>6}  rejected")
+    print(f"{'person':<24} {'used':>4} {'reused':>6} {'rejected':>8} {'face px':>7} {'sharp':>6}")
     for p in report.people:
         px = "-" if p.mean_face_px is None else f"{p.mean_face_px:.0f}"
         sharp = "-" if p.mean_sharpness is None else f"{p.mean_sharpness:.0f}"
-        why = "; ".join(f"{Path(r.image).name}: {r.reason}" for r in p.rejected) or "-"
         print(
-            f"{p.person_id:<24} {p.images_used:>4} {p.images_reused:>6} {px:>7} {sharp:>6}  {why}"
+            f"{p.person_id:<24} {p.images_used:>4} {p.images_reused:>6} {len(p.rejected):>8} "
+            f"{px:>7} {sharp:>6}"
         )
+        for rejection in p.rejected:
+            print(f"    rejected {Path(rejection.image).name}: {rejection.reason}")
     done = f"wrote {report.gallery}" if report.written else "checked, nothing written"
     removed = f"; removed: {', '.join(report.removed)}" if report.removed else ""
     print(
