@@ -138,8 +138,11 @@ def test_enroll_reuse_change_and_remove(
     assert hits >= 3, "mean templates of 4 images should find most val probes"
 
     counting.calls = 0
+    before = site.snapshot()
     again = enroll(site.enrollment, site.gallery, counting)
     assert (again.embedded, again.reused, counting.calls) == (0, 16, 0)
+    assert not again.changed and not again.written  # up to date: file and backup kept
+    assert site.snapshot() == before
     np.testing.assert_array_equal(
         Gallery.load(site.gallery, engine.fingerprint).embeddings, gallery.embeddings
     )
@@ -165,6 +168,7 @@ def test_cli_prints_a_table_and_json(
     assert run_cli(site, models_dir, "--json") == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["embedded"], report["reused"], report["enrolled"]) == (0, 16, 4)
+    assert (report["changed"], report["written"]) == (False, False)
     assert site.gallery.stat().st_mode & 0o777 == 0o600
 
 
@@ -273,9 +277,12 @@ def test_bad_image_changes_nothing(
     error: type[BadInputError],
     says: str,
 ) -> None:
+    site.write({p: [f"imgs/{p}/"] for p in PEOPLE[:3]})
     assert run_cli(site, models_dir) == 0
+    site.write({p: [f"imgs/{p}/"] for p in PEOPLE})
     assert run_cli(site, models_dir) == 0  # now a .bak exists too: both must survive
     before = site.snapshot()
+    assert "gallery.fgg.bak" in before
     (site.root / "bad").mkdir()
     bad = make(site, clean)  # type: ignore[operator]
     people = {p: [f"imgs/{p}/"] for p in PEOPLE}

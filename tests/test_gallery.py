@@ -117,6 +117,19 @@ def test_matcher_identifies_by_mean_template(saved: Path) -> None:
     assert gallery.matcher() is matcher
 
 
+def test_same_content_ignores_only_the_creation_time(saved: Path) -> None:
+    loaded = Gallery.load(saved, FP_A)
+    rebuilt = Gallery.build(fingerprint=FP_A, people=loaded.people, entries=list(loaded.entries()))
+    assert rebuilt.same_content(loaded)
+    assert not make_gallery(seed=5).same_content(loaded)
+    renamed = [
+        replace(p, name="Someone else") if i == 0 else p for i, p in enumerate(loaded.people)
+    ]
+    assert not Gallery.build(
+        fingerprint=FP_A, people=renamed, entries=list(loaded.entries())
+    ).same_content(loaded)
+
+
 def test_empty_gallery_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "g.fgg"
     Gallery.build(fingerprint=FP_A, people=[], entries=[]).save(path)

@@ -233,7 +233,12 @@ def _print_enroll_report(report: EnrollReport) -> None:
         )
         for rejection in p.rejected:
             print(f"    rejected {Path(rejection.image).name}: {rejection.reason}")
-    done = f"wrote {report.gallery}" if report.written else "checked, nothing written"
+    if report.written:
+        done = f"wrote {report.gallery}"
+    elif report.changed:
+        done = "checked, nothing written"
+    else:
+        done = f"{report.gallery} is up to date, not rewritten"
     removed = f"; removed: {', '.join(report.removed)}" if report.removed else ""
     print(
         f"{report.enrolled} people, {report.embedded} images embedded, {report.reused} reused"

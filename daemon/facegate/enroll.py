@@ -93,7 +93,8 @@ class PersonReport:
 
 @dataclass(frozen=True, slots=True)
 class EnrollReport:
-    """What `enroll` did (or, with check_only, would do)."""
+    """What `enroll` did (or, with check_only, would do); `written` is False for --check and
+    when the gallery was already up to date (an unchanged run keeps file and backup)."""
 
     enrollment: str
     gallery: str
@@ -101,6 +102,7 @@ class EnrollReport:
     removed: tuple[str, ...]
     embedded: int
     reused: int
+    changed: bool
     written: bool
     seconds: float
     warnings: tuple[str, ...] = field(default=())
@@ -141,8 +143,11 @@ def enroll(
         schedules={name: s.model_dump(mode="json") for name, s in config.schedules.items()},
         enrollment_sha256=hashlib.sha256(enrollment_path.read_bytes()).hexdigest(),
     )
-    if not check_only:
+    changed = previous is None or not gallery.same_content(previous)
+    if changed and not check_only:
         _save(gallery, gallery_path)
+    elif not changed:
+        logger.info("gallery %s is up to date: not rewritten", gallery_path)
     old_ids = set(previous.person_ids) if previous else set()
     return EnrollReport(
         enrollment=str(enrollment_path),
@@ -151,7 +156,8 @@ def enroll(
         removed=tuple(sorted(old_ids - set(gallery.person_ids))),
         embedded=run.embedded,
         reused=run.reused,
-        written=not check_only,
+        changed=changed,
+        written=changed and not check_only,
         seconds=time.perf_counter() - started,
         warnings=tuple(warnings),
     )

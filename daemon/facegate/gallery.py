@@ -324,6 +324,18 @@ class Gallery:
                 embedding=self.embeddings[i],
             )
 
+    def same_content(self, other: Gallery) -> bool:
+        """Equal in everything but the creation time: rewriting it would only rotate the
+        backup away."""
+        ignore = {"created"}
+        mine = {k: v for k, v in self._meta.items() if k not in ignore}
+        theirs = {k: v for k, v in other._meta.items() if k not in ignore}
+        return mine == theirs and all(
+            self._arrays[name].dtype == other._arrays[name].dtype
+            and np.array_equal(self._arrays[name], other._arrays[name])
+            for name in _COLUMNS
+        )
+
     def _readonly(self, name: str) -> FloatArray:
         view: FloatArray = self._arrays[name].view()
         view.flags.writeable = False
