@@ -111,7 +111,7 @@ def write_config(
     device: str = "test",
     models_dir: Path = MODELS,
 ) -> Path:
-    """facegate.yaml next to enrollment.yaml, gallery.npz, journal/ and hmac.key in path's dir.
+    """facegate.yaml next to enrollment.yaml, gallery.fgg, journal/ and hmac.key in path's dir.
 
     Each camera mapping is written as YAML flow style ({door: front, source: x, ...})."""
     rec = {"min_face_px": 60, **(recognition or {})}
@@ -123,7 +123,7 @@ def write_config(
         f"recognition: {_flow(rec)}",
         f"models: {{dir: '{models_dir}'}}",
         "enrollment: enrollment.yaml",
-        "gallery: gallery.npz",
+        "gallery: gallery.fgg",
         "journal: journal",
         f"mqtt: {_flow(mqtt)}",
     ]

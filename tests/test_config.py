@@ -40,7 +40,7 @@ recognition:
   verify_timeout_s: 5
 models: {dir: ../models, embedder: int8, threads: 2}
 enrollment: enrollment.yaml
-gallery: /var/lib/facegate/gallery.npz
+gallery: /var/lib/facegate/gallery.fgg
 journal: /var/lib/facegate/journal
 mqtt:
   host: 127.0.0.1
@@ -206,7 +206,7 @@ INVALID = [
     ("threads", "threads: 2", "threads: 0", 19, "models.threads", "(got 0)"),
     (
         "gallery-type",
-        "gallery: /var/lib/facegate/gallery.npz",
+        "gallery: /var/lib/facegate/gallery.fgg",
         "gallery: [a, b]",
         21,
         "gallery",
@@ -371,7 +371,7 @@ def test_relative_paths_are_anchored_at_the_yaml_folder(
     etc.mkdir()
     text = (
         BASE.replace("source: picamera2", "source: clips/demo.mp4")
-        .replace("gallery: /var/lib/facegate/gallery.npz", "gallery: ~/gallery.npz")
+        .replace("gallery: /var/lib/facegate/gallery.fgg", "gallery: ~/gallery.fgg")
         .replace(
             "  signing_key_file: hmac.key\n",
             "  signing_key_file: hmac.key\n"
@@ -381,7 +381,7 @@ def test_relative_paths_are_anchored_at_the_yaml_folder(
     config = load_config(write(etc, text))
     assert config.models.dir == etc / "../models"
     assert config.enrollment == etc / "enrollment.yaml"
-    assert config.gallery == tmp_path / "home" / "gallery.npz"
+    assert config.gallery == tmp_path / "home" / "gallery.fgg"
     assert config.journal == Path("/var/lib/facegate/journal")
     assert config.cameras[0].source == CameraSource(kind="file", value=etc / "clips/demo.mp4")
     assert config.mqtt.signing_key_file == etc / "hmac.key"
@@ -439,7 +439,7 @@ def test_example_config_validates() -> None:
     assert config.cameras[0].door == "front"
     assert config.cameras[0].source.kind == "file"
     assert config.enrollment == REPO / "config" / "enrollment.yaml"
-    assert config.gallery == Path("/var/lib/facegate/gallery.npz")
+    assert config.gallery == Path("/var/lib/facegate/gallery.fgg")
 
 
 def test_every_field_is_described() -> None:

@@ -209,7 +209,7 @@ def test_garbage_is_refused(tmp_path: Path, content: bytes) -> None:
 
 
 def test_npz_is_refused_without_unpickling(tmp_path: Path) -> None:
-    path = tmp_path / "g.npz"
+    path = tmp_path / "g.fgg"
     with path.open("wb") as file:
         np.savez(file, embeddings=np.zeros((2, 128), np.float32))
     assert_refused(path, match="not a facegate gallery")
@@ -270,7 +270,7 @@ def test_save_is_0600_and_keeps_a_backup(tmp_path: Path) -> None:
     assert Gallery.load(backup_path(path), FP_A).embeddings.shape == (9, 128)
     for p in (path, backup_path(path)):
         assert p.stat().st_mode & 0o777 == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.fgg", "g.fgg.bak"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".g.fgg.lock", "g.fgg", "g.fgg.bak"]
 
 
 def test_atomic_write_failure_leaves_the_old_file(tmp_path: Path) -> None:
@@ -283,7 +283,29 @@ def test_atomic_write_failure_leaves_the_old_file(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="disk full"):
         atomic_write(path, explode, backup=True)
     assert path.read_bytes() == b"old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".f.lock", "f"]
+
+
+def test_leftovers_of_a_killed_writer_are_removed_and_only_those(tmp_path: Path) -> None:
+    leftovers = [".g.fgg.ab_cd123.tmp", ".g.fgg.bak.x1y2z3w4.tmp"]
+    others = [".g.fgg.x.abcdefgh.tmp", ".other.abcdefgh.tmp", "g.fgg.tmp"]
+    for name in leftovers + others:
+        (tmp_path / name).write_bytes(b"partial")
+    make_gallery().save(tmp_path / "g.fgg")
+    make_gallery(seed=3).save(tmp_path / "g.fgg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".g.fgg.lock", "g.fgg", "g.fgg.bak", *others]
+    )
+
+
+def test_backup_survives_a_writer_killed_between_backup_and_rename(tmp_path: Path) -> None:
+    """Killed there, .bak and the gallery are one inode; the next save must still work."""
+    path = tmp_path / "g.fgg"
+    make_gallery(seed=1).save(path)
+    os.link(path, backup_path(path))
+    make_gallery(seed=2).save(path)
+    assert Gallery.load(backup_path(path), FP_A).same_content(make_gallery(seed=1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".g.fgg.lock", "g.fgg", "g.fgg.bak"]
 
 
 def test_atomic_write_mode_is_applied(tmp_path: Path) -> None:
@@ -332,15 +354,14 @@ def test_sigkill_during_saves_never_breaks_the_gallery(tmp_path: Path) -> None:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=10)
         child.stdout.close()
-        stale = [p for p in work.iterdir() if p.name.endswith(".tmp")]
-        mid_write += bool(stale)
+        mid_write += any(p.name.endswith(".tmp") for p in work.iterdir())
         gallery = Gallery.load(path, None)
         assert gallery.embeddings.tobytes() == versions[gallery.fingerprint].embeddings.tobytes()
         if backup_path(path).exists():
             assert Gallery.load(backup_path(path), None).num_embeddings == 20000
-        for p in stale:  # what a killed writer leaves behind; never read
-            p.unlink()
     assert mid_write >= 3, "too few kills landed during a write: the test proved little"
+    versions[FP_B].save(path)  # the next writer clears what the killed ones left
+    assert sorted(p.name for p in work.iterdir()) == [".g.fgg.lock", "g.fgg", "g.fgg.bak"]
 
 
 def _row(entry: GalleryEntry) -> tuple[object, ...]:

@@ -226,7 +226,7 @@ class FacegateConfig(BaseModel):
         default=Path("enrollment.yaml"), description="enrollment file; relative to this YAML"
     )
     gallery: Path = Field(
-        default=Path("/var/lib/facegate/gallery.npz"), description="enrolled embeddings file"
+        default=Path("/var/lib/facegate/gallery.fgg"), description="enrolled embeddings file"
     )
     journal: Path = Field(
         default=Path("/var/lib/facegate/journal"),
