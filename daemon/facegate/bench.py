@@ -86,7 +86,7 @@ def make_frames(engine: FaceEngine, dataset: Path, out_dir: Path) -> list[Path]:
     """640x480 JPEGs with one face each: every val photo, unscaled, on a noisy grey scene.
 
     Both systems decode exactly these files. Photos where facegate does not find exactly one
-    face are left out (none are on the 5-celebrity val split)."""
+    usable (embedded) face are left out, so every timed frame runs every stage."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.jpg"):
         old.unlink()
@@ -107,8 +107,9 @@ def make_frames(engine: FaceEngine, dataset: Path, out_dir: Path) -> list[Path]:
         y = (height - photo.shape[0]) // 2
         x = int(rng.integers(10, width - photo.shape[1] - 9))
         canvas[y : y + photo.shape[0], x : x + photo.shape[1]] = photo
-        if len(engine.detect(canvas)) != 1:
-            logger.info("%s: not exactly one face in the frame; skipped", sample.path)
+        faces = engine.encode(canvas)
+        if len(faces) != 1 or faces[0].embedding is None:
+            logger.info("%s: not exactly one usable face in the frame; skipped", sample.path)
             continue
         path = out_dir / f"{len(frames):03d}_{sample.person}.jpg"
         Image.fromarray(canvas).save(path, quality=92)
