@@ -3,17 +3,20 @@
 A crash (power cut, SIGKILL) at any moment leaves either the old or the new file at `path`,
 never a mix: the data goes to a temp file in the same directory, is fsynced, renamed over
 `path` (atomic on POSIX within one filesystem), and the directory is fsynced so the rename
-itself survives a power cut.
+itself survives a power cut. Writers of one path take an flock on `.<name>.lock`, so they
+never interleave, and each clears the temp files a killed predecessor left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -34,8 +37,19 @@ def atomic_write(
     mode: int = 0o600,
     backup: bool = False,
 ) -> None:
-    """Replace `path` with what `write(file)` writes, atomically; keep the old file as .bak."""
+    """Replace `path` with what `write(file)` writes, atomically; keep the old file as .bak.
+
+    Writers of one path are serialised by a lock file, which also makes it safe to delete
+    the temp files a killed writer left behind (a 350 MB gallery each, on an SD card).
+    """
     target = Path(path)
+    with _writer_lock(target):
+        _remove_stale_temps(target)
+        _replace(target, write, mode, backup)
+    logger.debug("wrote %s atomically", target)
+
+
+def _replace(target: Path, write: Callable[[BinaryIO], None], mode: int, backup: bool) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     tmp = Path(tmp_name)
     try:
@@ -53,7 +67,28 @@ def atomic_write(
             tmp.unlink()
         raise
     _fsync_dir(target.parent)
-    logger.debug("wrote %s atomically", target)
+
+
+@contextlib.contextmanager
+def _writer_lock(target: Path) -> Iterator[None]:
+    """An exclusive flock on `.<name>.lock`; the kernel drops it when a writer dies."""
+    fd = os.open(target.parent / f".{target.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Delete temp files of `target` (and of its .bak) that a killed writer left behind."""
+    names = (re.escape(target.name), re.escape(backup_path(target).name))
+    stale = re.compile(rf"\.(?:{'|'.join(names)})\.[A-Za-z0-9_]{{8}}\.tmp")
+    for leftover in target.parent.iterdir():
+        if stale.fullmatch(leftover.name):
+            logger.info("removing %s, left by a writer that was killed", leftover)
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
 
 
 def atomic_write_bytes(
@@ -70,6 +105,8 @@ def atomic_write_bytes(
 def _keep_backup(target: Path) -> None:
     """Point `<name>.bak` at the current file without ever leaving a partial .bak behind."""
     bak = backup_path(target)
+    if bak.exists() and os.path.samefile(bak, target):
+        return  # a writer killed after linking the backup: it already is the current file
     fd, tmp_name = tempfile.mkstemp(prefix=f".{bak.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -82,10 +119,10 @@ def _keep_backup(target: Path) -> None:
             shutil.copy2(target, tmp)
             _fsync_file(tmp)
         os.replace(tmp, bak)
-    except BaseException:
+    finally:
+        # rename() between two links to one inode succeeds and removes nothing.
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        raise
 
 
 def _fsync_file(path: Path) -> None:
