@@ -37,7 +37,8 @@ $(BUILD_VENV)/.installed: scripts/build_requirements.txt
 models: $(BUILD_VENV)/.installed
 	$(BUILD_VENV)/bin/python scripts/build_models.py --cache $(CACHE) --out models
 
-test: install models
+# Style and types are part of the test: ruff and mypy --strict run before pytest.
+test: install models lint
 	$(BIN)/pytest -q
 
 lint: install
