@@ -202,11 +202,7 @@ class Gallery:
 
         atomic_write(path, write, mode=0o600, backup=backup)
         logger.info(
-            "wrote gallery %s (%d people, %d embeddings; previous kept as %s)",
-            path,
-            len(self),
-            self.num_embeddings,
-            backup_path(Path(path)).name,
+            "wrote gallery %s (%d people, %d embeddings)", path, len(self), self.num_embeddings
         )
 
     def _layout(self) -> tuple[bytes, list[tuple[int, AnyArray]]]:
