@@ -43,7 +43,7 @@ import numpy.typing as npt
 
 from facegate.errors import GalleryError
 from facegate.matching import Matcher, build_templates
-from facegate.storage import atomic_write, backup_path
+from facegate.storage import atomic_write
 from facegate.vision.types import EMBEDDING_DIM, FloatArray
 
 logger = logging.getLogger(__name__)
