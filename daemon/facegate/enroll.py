@@ -21,7 +21,8 @@ from facegate.errors import BadInputError, GalleryError, ModelError
 from facegate.gallery import Gallery, GalleryEntry, PersonPolicy
 from facegate.imageio import load_image
 from facegate.vision.embedder import file_sha256
-from facegate.vision.engine import MODEL_FILES, EmbedderKind, FaceEngine, QualityGate
+from facegate.vision.engine import MODEL_FILES, EmbedderKind, FaceEngine
+from facegate.vision.quality import DEFAULT_GATE, QualityGate
 from facegate.vision.types import FaceEncoding, ImageArray
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class LazyEngine:
         threads: int = 2,
         gate: QualityGate | None = None,
     ) -> None:
-        self._load_args = (Path(models_dir), embedder, threads, gate or QualityGate())
+        self._load_args = (Path(models_dir), embedder, threads, gate or DEFAULT_GATE)
         model = Path(models_dir) / MODEL_FILES[embedder]
         try:
             self.fingerprint = file_sha256(model)
@@ -238,6 +239,7 @@ class _Run:
             image_sha256=digest,
             face_px=face.quality.face_px,
             sharpness=face.quality.sharpness,
+            yaw_deg=face.quality.yaw_deg,
             embedded_at=time.time(),
             embedding=face.embedding,
         )
@@ -318,7 +320,7 @@ def _reusable_entries(
 def _passes(entry: GalleryEntry, gate: QualityGate) -> bool:
     """Whether a stored embedding meets today's quality gate; if not, the image is encoded
     again so that a stricter gate rejects it exactly as it would a new image."""
-    return entry.face_px >= gate.min_face_px and entry.sharpness >= gate.min_sharpness
+    return not gate.problem(entry.face_px, entry.sharpness, entry.yaw_deg)
 
 
 def _policy(person: Person) -> PersonPolicy:

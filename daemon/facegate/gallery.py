@@ -70,6 +70,7 @@ _COLUMNS: Final[dict[str, tuple[str | None, str]]] = {
     "source": (None, "row"),
     "face_px": ("<f4", "row"),
     "sharpness": ("<f4", "row"),
+    "yaw_deg": ("<f4", "row"),
     "embedded_at": ("<f8", "row"),
     "person_id": (None, "person"),
     "template": ("<f4", "person"),
@@ -109,6 +110,7 @@ class GalleryEntry:
     image_sha256: str
     face_px: float
     sharpness: float
+    yaw_deg: float
     embedded_at: float
     embedding: FloatArray
 
@@ -316,6 +318,7 @@ class Gallery:
                 image_sha256=bytes(a["image_sha256"][i]).hex(),
                 face_px=float(a["face_px"][i]),
                 sharpness=float(a["sharpness"][i]),
+                yaw_deg=float(a["yaw_deg"][i]),
                 embedded_at=float(a["embedded_at"][i]),
                 embedding=self.embeddings[i],
             )
@@ -364,6 +367,7 @@ def _row_columns(rows: Sequence[GalleryEntry], index: Mapping[str, int]) -> dict
         "source": _bytes_column([e.source.encode("utf-8") for e in rows]),
         "face_px": np.array([e.face_px for e in rows], dtype=np.float32),
         "sharpness": np.array([e.sharpness for e in rows], dtype=np.float32),
+        "yaw_deg": np.array([e.yaw_deg for e in rows], dtype=np.float32),
         "embedded_at": np.array([e.embedded_at for e in rows], dtype=np.float64),
     }
 

@@ -27,7 +27,8 @@ from facegate.gallery import Gallery
 from facegate.matching import Matcher
 from facegate.mqtt import DoorBus, MqttPublisher, VerifyRequest
 from facegate.policy import ClaimOutcome, Decision, DoorPolicy, FaceObservation
-from facegate.vision.engine import FaceEngine, QualityGate
+from facegate.vision.engine import FaceEngine
+from facegate.vision.quality import QualityGate
 from facegate.vision.types import FaceEncoding
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def load_recognition(config: FacegateConfig, engine: FaceEngine) -> Recognition:
 
 def quality_gate(config: FacegateConfig) -> QualityGate:
     rec = config.recognition
-    return QualityGate(min_face_px=rec.min_face_px, min_sharpness=rec.min_sharpness)
+    return QualityGate(rec.min_face_px, rec.min_sharpness, rec.max_yaw_deg)
 
 
 class Service:

@@ -162,6 +162,13 @@ class RecognitionConfig(BaseModel):
         le=100000,
         description="variance of the Laplacian of the aligned 160x160 grey face; 0 disables",
     )
+    max_yaw_deg: float = Field(
+        default=30.0,
+        ge=0,
+        le=90,
+        description="faces turned further than this (degrees, from keypoints) are not matched;"
+        " the eye-based alignment mis-scales turned faces by 1 - cos(yaw); 90 disables",
+    )
     cooldown_s: float = Field(
         default=10.0, ge=0, le=3600, description="no second unlock per person and door, seconds"
     )

@@ -1,4 +1,4 @@
-"""Align a detected face to the embedder's 160x160 crop and measure its quality."""
+"""Align a detected face to the embedder's 160x160 crop by its eyes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Final
 import cv2
 import numpy as np
 
-from facegate.vision.types import Detection, FaceQuality, FloatArray, ImageArray
+from facegate.vision.types import Detection, FloatArray, ImageArray
 
 FACE_PX: Final = 160
 #: Where the eyes land in the crop (fractions of FACE_PX). The Keras FaceNet was trained on
@@ -37,7 +37,6 @@ class Aligner:
 
     def __init__(self) -> None:
         self._crop = np.zeros((FACE_PX, FACE_PX, 3), dtype=np.uint8)
-        self._gray = np.zeros((FACE_PX, FACE_PX), dtype=np.uint8)
 
     def align(self, image: ImageArray, detection: Detection) -> ImageArray:
         """The aligned RGB crop. The returned buffer is reused: copy it to keep it."""
@@ -46,18 +45,3 @@ class Aligner:
             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE,
         )  # fmt: skip
         return self._crop
-
-    def quality(
-        self, crop: ImageArray, detection: Detection, min_face_px: float, min_sharpness: float
-    ) -> FaceQuality:
-        """Size in frame pixels (box width) and sharpness (variance of the Laplacian)."""
-        cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY, dst=self._gray)
-        sharpness = float(cv2.Laplacian(self._gray, cv2.CV_32F).var())
-        face_px = detection.width
-        if face_px < min_face_px:
-            reason = f"face too small ({face_px:.0f} px < {min_face_px:.0f} px)"
-            return FaceQuality(face_px, sharpness, False, reason)
-        if sharpness < min_sharpness:
-            reason = f"face too blurred (sharpness {sharpness:.0f} < {min_sharpness:.0f})"
-            return FaceQuality(face_px, sharpness, False, reason)
-        return FaceQuality(face_px, sharpness, True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
@@ -12,6 +11,7 @@ from facegate.errors import BadInputError, ManyFacesError, NoFaceError
 from facegate.vision.align import Aligner
 from facegate.vision.detector import FULL_RANGE, SHORT_RANGE, BlazeFaceDetector
 from facegate.vision.embedder import FaceNetEmbedder
+from facegate.vision.quality import DEFAULT_GATE, QualityGate, QualityMeter
 from facegate.vision.runtime import runtime_name
 from facegate.vision.types import Detection, FaceEncoding, FloatArray, ImageArray
 
@@ -30,14 +30,6 @@ MODEL_FILES: Final = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class QualityGate:
-    """Faces smaller or blurrier than this are detected but never embedded."""
-
-    min_face_px: float = 40.0
-    min_sharpness: float = 20.0
-
-
 class FaceEngine:
     """Owns the TFLite models; not thread-safe (one engine per pipeline thread)."""
 
@@ -46,7 +38,7 @@ class FaceEngine:
         detector: BlazeFaceDetector,
         embedder: FaceNetEmbedder,
         fallback_detector: BlazeFaceDetector | None = None,
-        gate: QualityGate = QualityGate(),
+        gate: QualityGate = DEFAULT_GATE,
     ) -> None:
         self.detector = detector
         self.fallback_detector = fallback_detector
@@ -54,6 +46,7 @@ class FaceEngine:
         self.gate = gate
         self.runtime = runtime_name()
         self._aligner = Aligner()
+        self._meter = QualityMeter()
 
     @classmethod
     def load(
@@ -61,7 +54,7 @@ class FaceEngine:
         models_dir: Path,
         embedder: EmbedderKind = "int8",
         threads: int = 2,
-        gate: QualityGate = QualityGate(),
+        gate: QualityGate = DEFAULT_GATE,
         full_range_fallback: bool = True,
     ) -> FaceEngine:
         """Load the detector(s) and the chosen embedder from a `make models` output folder."""
@@ -92,9 +85,7 @@ class FaceEngine:
     def encode_detection(self, image: ImageArray, detection: Detection) -> FaceEncoding:
         """Align, gate and (if usable) embed one detected face."""
         crop = self._aligner.align(image, detection)
-        quality = self._aligner.quality(
-            crop, detection, self.gate.min_face_px, self.gate.min_sharpness
-        )
+        quality = self._meter.measure(crop, detection, self.gate)
         embedding: FloatArray | None = self.embedder.embed(crop) if quality.usable else None
         return FaceEncoding(detection, quality, embedding)
 

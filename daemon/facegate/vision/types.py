@@ -36,12 +36,13 @@ class Detection:
 
 @dataclass(frozen=True, slots=True)
 class FaceQuality:
-    """Why a face may be too poor to embed: its size in pixels and its sharpness."""
+    """Why a face may be too poor to embed: size in pixels, sharpness, head turn."""
 
     face_px: float
     sharpness: float
     usable: bool
     reason: str = ""
+    yaw_deg: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
