@@ -439,6 +439,23 @@ def test_a_lookalike_identified_as_someone_else_never_counts_for_the_claim(
     assert [o.match for o in door.take_claim_outcomes()] == [False]
 
 
+def test_an_ambiguous_lookalike_never_counts_for_the_claim(
+    people: EnrollmentConfig, clock: FakeClock
+) -> None:
+    # Bob is nearest to his own template (0.71) but within the threshold of alice's (0.81);
+    # 1:K rejects him only for lack of margin. Alice's badge must not let him in.
+    door = policy(people, clock, mode="card_and_face")
+    door.claim("r5", "alice", timeout_s=5)
+    ambiguous = FaceObservation(
+        MatchResult(None, "bob", 0.71, 0.099, "margin 0.099 < 0.1"), one_to_one("alice", 0.81)
+    )
+    decisions = flat(run(door, clock, [[ambiguous]] * 5))
+    assert not any(d.unlock for d in decisions)
+    assert door.take_claim_outcomes() == []
+    [expired] = door.expired_claims(clock.now + 60)
+    assert not expired.match
+
+
 def test_claim_rejected_one_to_one_does_not_count(
     people: EnrollmentConfig, clock: FakeClock
 ) -> None:

@@ -434,11 +434,15 @@ class DoorPolicy:
 
 
 def _counts_for_claim(face: FaceObservation, identity: str) -> bool:
-    """A 1:1 match for the claim that 1:K does not attribute to somebody else."""
+    """A 1:1 match for the claim whose nearest enrolled identity is the claimed one.
+
+    Requiring the nearest 1:K candidate (not only an accepted 1:K identity) closes the case
+    of another enrolled person whose face is within the threshold of the claimed template
+    but was not accepted as themselves only for lack of margin."""
     result = face.claim_match
     if result is None or result.identity != identity:
         return False
-    return face.match.identity is None or face.match.identity == identity
+    return face.match.candidate == identity
 
 
 def _claim_distance(face: FaceObservation) -> float:
