@@ -29,9 +29,8 @@ from facegate.enroll import LazyEngine, enroll
 from facegate.errors import BadInputError
 from facegate.gallery import Gallery
 from facegate.imageio import load_image
-from facegate.matching import l2_normalize
 from facegate.vision.engine import FaceEngine
-from facegate.vision.types import FloatArray
+from facegate.vision.types import FloatArray, l2_normalize
 
 THRESHOLD = 0.9
 

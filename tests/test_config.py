@@ -140,7 +140,7 @@ INVALID = [
         "threshold: 1.26",
         10,
         "recognition.threshold",
-        "less than or equal to 1.2 (got 1.26)",
+        "less than or equal to 1.1 (got 1.26)",
     ),
     (
         "threshold-zero",

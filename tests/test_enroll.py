@@ -393,3 +393,23 @@ def test_stricter_gate_re_checks_reused_images(site: Site, engine: FaceEngine) -
     finally:
         engine.gate = default_gate
     assert counting.calls == 1 and site.snapshot() == before
+
+
+def test_daemon_mode_keeps_a_resident_whose_photos_vanish(site: Site, engine: FaceEngine) -> None:
+    """An unmounted or unreadable photo folder must not lock a resident out (keep_previous),
+    while the strict default still refuses and a person removed from the YAML still goes."""
+    enroll(site.enrollment, site.gallery, engine)
+    before = Gallery.load(site.gallery, engine.fingerprint)
+    shutil.rmtree(site.root / "imgs" / "madonna")  # the folder is gone for now
+    with pytest.raises(BadInputError):
+        enroll(site.enrollment, site.gallery, engine, skip_bad=True)
+    kept = enroll(site.enrollment, site.gallery, engine, skip_bad=True, keep_previous=True)
+    assert any("madonna" in w for w in kept.warnings)
+    after = Gallery.load(site.gallery, engine.fingerprint)
+    assert after.person_ids == before.person_ids
+    rows = [e for e in after.entries() if e.person_id == "madonna"]
+    assert len(rows) == 4
+    np.testing.assert_array_equal(after.templates, before.templates)
+    site.write({p: [f"imgs/{p}/"] for p in PEOPLE if p != "madonna"})
+    removed = enroll(site.enrollment, site.gallery, engine, skip_bad=True, keep_previous=True)
+    assert removed.removed == ("madonna",)

@@ -19,8 +19,8 @@ import pytest
 
 from facegate.errors import GalleryError
 from facegate.gallery import Gallery, GalleryEntry, PersonPolicy
-from facegate.matching import l2_normalize
 from facegate.storage import atomic_write, atomic_write_bytes, backup_path
+from facegate.vision.types import l2_normalize
 
 FP_A = "a" * 64
 FP_B = "b" * 64

@@ -38,9 +38,9 @@ from facegate.evaluation import (
 )
 from facegate.gallery import Gallery, GalleryEntry, PersonPolicy
 from facegate.imageio import load_image
-from facegate.matching import Matcher, l2_normalize
+from facegate.matching import Matcher
 from facegate.vision.engine import FaceEngine
-from facegate.vision.types import FloatArray
+from facegate.vision.types import FloatArray, l2_normalize
 
 logger = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from typing import Final
 import numpy as np
 
 from facegate.imageio import load_image
-from facegate.matching import Matcher, l2_normalize
+from facegate.matching import Matcher
 from facegate.vision.align import Aligner
 from facegate.vision.engine import EmbedderKind, FaceEngine
 from facegate.vision.quality import QualityMeter
-from facegate.vision.types import FloatArray, ImageArray
+from facegate.vision.types import FloatArray, ImageArray, l2_normalize
 
 logger = logging.getLogger(__name__)
 

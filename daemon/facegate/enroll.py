@@ -122,9 +122,14 @@ def enroll(
     engine: Encoder,
     skip_bad: bool = False,
     check_only: bool = False,
+    keep_previous: bool = False,
 ) -> EnrollReport:
     """Build the gallery from enrollment.yaml; raise BadInputError (nothing written) on any
-    bad image unless `skip_bad`, which turns per-image problems into report rows."""
+    bad image unless `skip_bad`, which turns per-image problems into report rows.
+
+    `keep_previous` (the daemon's mode, with `skip_bad`): a person still listed whose images
+    all fail now keeps their previous embeddings, with a warning, so a photo folder that is
+    unreadable for a moment (unmounted, wrong permissions) does not lock residents out."""
     started = time.perf_counter()
     enrollment_path, gallery_path = Path(enrollment_path), Path(gallery_path)
     config = load_enrollment(enrollment_path)
@@ -133,7 +138,7 @@ def enroll(
     warnings: list[str] = []
     previous = _previous_gallery(gallery_path, warnings)
     reusable = _reusable_entries(previous, engine.fingerprint, warnings)
-    run = _Run(config, engine, reusable, skip_bad, warnings)
+    run = _Run(config, engine, reusable, skip_bad, warnings, keep_previous)
     for index, person in enumerate(config.people):
         run.add_person(index, person)
     enrolled = [p for p, r in zip(config.people, run.reports, strict=True) if r.images_used]
@@ -174,7 +179,9 @@ class _Run:
         reusable: Mapping[str, GalleryEntry],
         skip_bad: bool,
         warnings: list[str],
+        keep_previous: bool = False,
     ) -> None:
+        self.keep_previous = keep_previous
         self.config = config
         self.engine = engine
         self.reusable = reusable
@@ -191,7 +198,7 @@ class _Run:
         used: list[GalleryEntry] = []
         rejected: list[Rejection] = []
         reused_before = self.reused
-        for path in self.config.images_for(person):
+        for path in self._images(person):
             try:
                 digest = _file_sha256(path, field_name)
                 if not self._claim(digest, person.id, path, field_name):
@@ -202,6 +209,10 @@ class _Run:
                     raise exc.error from None
                 self._warn(f"skipped {path}: {exc.error.detail}")
                 rejected.append(Rejection(str(path), exc.error.detail))
+        if not used and self.keep_previous:
+            used = [e for e in self.reusable.values() if e.person_id == person.id]
+            if used:
+                self._warn(f"{person.id}: no usable image now; keeping {len(used)} previous")
         if not used:
             problem = "no usable image: not enrolled"
             if not self.skip_bad:
@@ -209,6 +220,15 @@ class _Run:
             self._warn(f"{person.id}: {problem}")
         self.entries.extend(used)
         self.reports.append(_person_report(person, used, rejected, self.reused - reused_before))
+
+    def _images(self, person: Person) -> list[Path]:
+        try:
+            return self.config.images_for(person)
+        except BadInputError as exc:
+            if not self.keep_previous:
+                raise
+            self._warn(str(exc))  # e.g. an unmounted folder: keep_previous covers the person
+            return []
 
     def _claim(self, digest: str, person_id: str, path: Path, field_name: str) -> bool:
         """Record who an image belongs to; False for a repeat of this person's own image.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facegate.vision.types import EMBEDDING_DIM, FloatArray
+from facegate.vision.types import EMBEDDING_DIM, FloatArray, l2_normalize
 
 #: Largest L2 distance between unit vectors; used as "no second identity".
 MAX_DISTANCE: float = 2.0
@@ -36,12 +36,6 @@ class MatchResult:
     @property
     def accepted(self) -> bool:
         return self.identity is not None
-
-
-def l2_normalize(vectors: FloatArray) -> FloatArray:
-    """Scale rows (or one vector) to unit length; zero rows stay zero."""
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 def build_templates(embeddings: FloatArray, labels: Sequence[str]) -> tuple[list[str], FloatArray]:

@@ -19,7 +19,7 @@ from typing import Final
 import sdnotify
 
 from facegate.camera import LatestFrameGrabber, source_from_config
-from facegate.config import FacegateConfig, load_config, load_enrollment
+from facegate.config import CameraConfig, FacegateConfig, load_config, load_enrollment
 from facegate.config.enrollment import EnrollmentConfig
 from facegate.enroll import enroll
 from facegate.errors import FacegateError
@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 FRAME_WAIT_S: Final = 0.1
 #: Minimum spacing of systemd watchdog pings.
 WATCHDOG_PING_S: Final = 1.0
+#: Start-up may embed every enrollment image (first start, model change): on a Pi that can
+#: outlast the unit's TimeoutStartSec, so ask systemd for this much more before READY.
+STARTUP_EXTEND_USEC: Final = 15 * 60 * 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +54,10 @@ class Recognition:
 def load_recognition(config: FacegateConfig, engine: FaceEngine) -> Recognition:
     """Bring the gallery up to date with enrollment.yaml (incremental) and load it.
 
-    Unusable photos are skipped with a warning rather than keeping the door offline;
+    Unusable photos are skipped with a warning rather than keeping the door offline, and a
+    resident whose photos are all unreadable for now keeps their previous embeddings;
     `facegate enroll` (strict by default) is where a person fixes them."""
-    report = enroll(config.enrollment, config.gallery, engine, skip_bad=True)
+    report = enroll(config.enrollment, config.gallery, engine, skip_bad=True, keep_previous=True)
     logger.info(
         "gallery %s: %d people, %d images embedded, %d reused",
         config.gallery, report.enrolled, report.embedded, report.reused,
@@ -80,20 +84,23 @@ class Service:
         self._last_ping = 0.0
         self._grabbers: dict[str, LatestFrameGrabber] = {}
         self._policies: dict[str, DoorPolicy] = {}
+        self._cameras: dict[str, CameraConfig] = {}  # as started: doors change only on restart
         self._next_due: dict[str, float] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def run(self) -> int:
+        # First: a SIGHUP during start-up must not kill us (systemd counts that as clean).
+        self._install_signal_handlers()
         config = load_config(self._config_path)
         logging.getLogger().setLevel(config.log_level)
         engine = FaceEngine.load(
             config.models.dir, config.models.embedder, config.models.threads,
             gate=quality_gate(config),
         )  # fmt: skip
+        self._notifier.notify(f"EXTEND_TIMEOUT_USEC={STARTUP_EXTEND_USEC}")
         state = load_recognition(config, engine)
         bus = self._bus_override or self._make_bus(config)
-        self._install_signal_handlers()
         bus.set_verify_handler(self._claims.put)
         bus.start()
         self._start_cameras(state)
@@ -135,6 +142,7 @@ class Service:
             )
             grabber.start()
             self._grabbers[camera.door] = grabber
+            self._cameras[camera.door] = camera
             self._policies[camera.door] = DoorPolicy(
                 camera.door, camera.mode, config.recognition, state.enrollment
             )
@@ -170,15 +178,20 @@ class Service:
         state: Recognition,
         bus: DoorBus,
     ) -> bool:
-        """Process the newest frame of one door if one is due; True if a frame was processed."""
+        """Process the newest frame of one door if one is due; True if a frame was processed.
+
+        A camera faster than the door's fps is not processed faster: until the next frame is
+        due the grabber keeps replacing its newest frame, and we sleep."""
+        share = FRAME_WAIT_S / len(self._grabbers)
         now = time.monotonic()
-        wait = max(0.0, self._next_due[door] - now)
-        frame = grabber.get(
-            timeout=min(FRAME_WAIT_S, wait) if wait else FRAME_WAIT_S / len(self._grabbers)
-        )
+        due = self._next_due[door]
+        if now < due:
+            time.sleep(min(due - now, share))
+            return False
+        frame = grabber.get(timeout=share)
         if frame is None:
             return False
-        self._next_due[door] = max(now, self._next_due[door]) + 1.0 / state.config.camera(door).fps
+        self._next_due[door] = max(now, due) + 1.0 / self._cameras[door].fps
         policy = self._policies[door]
         faces = engine.encode(frame.image)
         observations = [
@@ -221,9 +234,10 @@ class Service:
         }
         if decision.request_id is not None:
             event["request_id"] = decision.request_id
-        bus.publish_event(decision.door, event)
+        # The unlock first: a resident is waiting at the door; the event can follow.
         if decision.unlock and decision.person is not None:
             bus.publish_unlock(decision.door, decision.person, decision.event_id)
+        bus.publish_event(decision.door, event)
 
     # -- 1:1 claims ------------------------------------------------------------------------
 
@@ -275,20 +289,22 @@ class Service:
         """SIGHUP: re-read config and enrollment, re-enroll incrementally, keep the cameras.
         Any error keeps the running state (the door keeps working as before) and is logged."""
         self._notifier.notify("RELOADING=1")
+        previous_gate = engine.gate
         try:
             config = load_config(self._config_path)
-            engine.gate = quality_gate(config)
+            engine.gate = quality_gate(config)  # enrollment must pass the new gate
             new_state = load_recognition(config, engine)
-        except FacegateError as exc:
+        except (FacegateError, OSError, ValueError) as exc:
+            engine.gate = previous_gate
             logger.error("reload failed, keeping the previous configuration: %s", exc)
             self._notifier.notify("READY=1")
             return state
-        if config.door_ids != state.config.door_ids:
+        if set(config.door_ids) != set(self._cameras):
             logger.warning(
-                "camera/door changes need a restart; doors kept: %s", state.config.door_ids
+                "camera/door changes need a restart; doors kept: %s", list(self._cameras)
             )
         for door, policy in self._policies.items():
-            camera = config.camera(door) if door in config.door_ids else state.config.camera(door)
+            camera = config.camera(door) if door in config.door_ids else self._cameras[door]
             policy.update(config.recognition, new_state.enrollment, camera.mode)
         logger.info("reloaded: %d people enrolled", len(new_state.matcher))
         self._notifier.notify("READY=1")

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facegate.matching import l2_normalize
 from facegate.vision.align import FACE_PX
 from facegate.vision.runtime import dequantize, load_interpreter, quantize
-from facegate.vision.types import EMBEDDING_DIM, FloatArray, ImageArray
+from facegate.vision.types import EMBEDDING_DIM, FloatArray, ImageArray, l2_normalize
 
 
 def file_sha256(path: Path) -> str:

@@ -1,7 +1,7 @@
 """Which detected faces are good enough to embed: size, sharpness and head turn (yaw).
 
-A face that fails the gate is still reported (and counted by the policy as a face), but it
-is never embedded or matched: fail closed rather than match on a poor view.
+A face that fails the gate is still reported (with the reason), but it is never embedded,
+matched or shown to the policy: fail closed rather than match on a poor view.
 """
 
 from __future__ import annotations

@@ -52,3 +52,9 @@ class FaceEncoding:
     detection: Detection
     quality: FaceQuality
     embedding: FloatArray | None
+
+
+def l2_normalize(vectors: FloatArray) -> FloatArray:
+    """Scale rows (or one vector) to unit length; zero rows stay zero."""
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
