@@ -7,16 +7,20 @@ unlock with the reference ``UnlockVerifier`` (signature, door, expiry, replay) a
 gpiozero installed, an accepted unlock drives the pin high for ``--pulse-s`` seconds.
 
 Exit status: 0 after ``--count`` unlocks (or at ``--timeout`` when no count was asked
-for), 1 when the timeout hits before ``--count`` unlocks, 2 on bad arguments or key.
+for, or on SIGTERM/SIGINT), 1 when the timeout hits before ``--count`` unlocks, 2 on bad
+arguments or key. Every exit path switches the relay off and releases it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import threading
+import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from paho.mqtt.client import Client, ConnectFlags, MQTTMessage
@@ -31,12 +35,20 @@ logger = logging.getLogger("door_controller")
 
 
 class Relay:
-    """The door strike: a gpiozero OutputDevice when available, else print only."""
+    """The door strike: a gpiozero OutputDevice when available, else print only.
 
-    def __init__(self, pin: int | None, pulse_s: float) -> None:
+    ``device`` replaces the GPIO device (anything with on/off/close), e.g. in tests.
+    One off-timer at most: an unlock during a pulse restarts it, so the pulse is extended
+    rather than cut short by the earlier timer.
+    """
+
+    def __init__(self, pin: int | None, pulse_s: float, *, device: Any = None) -> None:
         self._pulse_s = pulse_s
-        self._device: Any = None
-        if pin is None:
+        self._device: Any = device
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._closed = False
+        if device is not None or pin is None:
             return
         try:
             from gpiozero import OutputDevice
@@ -48,15 +60,36 @@ class Relay:
     def pulse(self) -> None:
         if self._device is None:
             return
-        self._device.on()
-        timer = threading.Timer(self._pulse_s, self._device.off)
-        timer.daemon = True
-        timer.start()
+        with self._lock:
+            if self._closed:
+                return
+            self._device.on()
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(self._pulse_s, self._off)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _off(self) -> None:
+        with self._lock:
+            # A timer that fired while pulse() was restarting it is stale: leave the pin on.
+            if self._closed or self._timer is not threading.current_thread():
+                return
+            self._timer = None
+            self._device.off()
 
     def close(self) -> None:
-        if self._device is not None:
-            self._device.off()
-            self._device.close()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._device is not None:
+                self._device.off()
+                self._device.close()
+        logger.info("relay released")
 
 
 class Controller:
@@ -151,7 +184,8 @@ def make_client(args: argparse.Namespace, controller: Controller) -> Client:
     return client
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, relay: Relay | None = None) -> int:
+    """Run the controller; ``relay`` overrides the one built from ``--gpio-pin`` (tests)."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -161,26 +195,60 @@ def main(argv: list[str] | None = None) -> int:
     except BadInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    controller = Controller(args, verifier, Relay(args.gpio_pin, args.pulse_s))
+    if relay is None:
+        relay = Relay(args.gpio_pin, args.pulse_s)
+    controller = Controller(args, verifier, relay)
     try:
         client = make_client(args, controller)
     except (OSError, ValueError) as exc:
+        relay.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    stop_signals: list[int] = []
+    previous = _install_stop_handlers(stop_signals)
     client.connect_async(args.host, args.port, keepalive=30)
     client.loop_start()
     try:
-        finished = controller.done.wait(args.timeout)
-    except KeyboardInterrupt:
-        finished = True
+        finished = _wait_done(controller.done, args.timeout, stop_signals)
     finally:
         client.disconnect()
         client.loop_stop()
         controller.relay.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if stop_signals:
+        logger.info("stopped by %s", signal.Signals(stop_signals[0]).name)
     if args.count is not None and not finished:
         print(f"TIMEOUT after {controller.accepted} of {args.count} unlocks", flush=True)
         return 1
     return 0
+
+
+def _install_stop_handlers(stop_signals: list[int]) -> dict[int, Any]:
+    """SIGTERM (systemctl stop) and SIGINT end the wait so the relay is switched off.
+
+    The handler only records the signal: setting a threading.Event from a handler can
+    deadlock if the signal lands while the main thread holds the event's lock.
+    """
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop_signals.append(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _wait_done(done: threading.Event, timeout: float | None, stop_signals: list[int]) -> bool:
+    """Wait for ``done`` (True), a stop signal (True) or the timeout (False)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not stop_signals:
+        step = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+        if step <= 0:
+            return done.is_set()
+        if done.wait(step):
+            return True
+    return True
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import queue
 import signal
@@ -12,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from paho.mqtt.client import Client, MQTTMessage
@@ -23,6 +26,8 @@ from broker import MosquittoBroker
 from facegate.config.mqtt import MqttConfig
 from facegate.errors import BadInputError
 from facegate.mqtt import MqttPublisher, UnlockVerifier, VerifyRequest, new_event_id
+from facegate.mqtt import client as mqtt_client
+from facegate.mqtt.journal import Journal, JournalEntry
 
 KEY = bytes(range(32))
 WAIT_S = 10.0
@@ -581,3 +586,70 @@ def test_unusable_credential_files_named(mosquitto: MosquittoBroker, tmp_path: P
             doors=["front"],
             journal_dir=tmp_path / "j",
         )
+
+
+class FailingJournal(Journal):
+    """Fault injection: appends raise like a full disk or read-only filesystem."""
+
+    fail = False
+
+    def append(self, *args: Any, **kwargs: Any) -> JournalEntry:
+        if self.fail:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return super().append(*args, **kwargs)
+
+
+def test_journal_failure_fails_closed_for_unlock_publishes_event(
+    mosquitto: MosquittoBroker,
+    tmp_path: Path,
+    publishers: list[MqttPublisher],
+    subscribers: list[Subscriber],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events, unlocks = f"{PREFIX}/front/event", f"{PREFIX}/front/unlock"
+    sub = Subscriber(mosquitto, [events, unlocks])
+    subscribers.append(sub)
+    monkeypatch.setattr(mqtt_client, "Journal", FailingJournal)
+    pub = start_publisher(make_config(mosquitto, tmp_path), tmp_path, publishers)
+    journal = pub.journal
+    assert isinstance(journal, FailingJournal)
+    journal.fail = True
+    with caplog.at_level(logging.ERROR, logger="facegate.mqtt.client"):
+        pub.publish_event("front", {"event_id": "no-journal", "decision": "granted"})
+        assert pub.publish_unlock("front", "alice", "unjournaled-unlock") == {}
+    sub.wait_for(lambda ms: any(m.topic == events for m in ms))  # best effort, direct
+    assert str(tmp_path / "journal") in caplog.text
+    assert "unlock NOT sent" in caplog.text and "event published without the journal" in caplog.text
+    journal.fail = False  # the publisher survived: the next unlock goes out
+    good = pub.publish_unlock("front", "bob", new_event_id())
+    sub.wait_for(lambda ms: any(m.topic == unlocks for m in ms))
+    assert pub.wait_all_acked(WAIT_S)
+    assert [p["seq"] for p in payloads(sub.messages, unlocks)] == [good["seq"]]
+    assert [p["event_id"] for p in payloads(sub.messages, events)] == ["no-journal"]
+
+
+def test_reconnect_sends_unlock_before_event_backlog(
+    mosquitto: MosquittoBroker,
+    tmp_path: Path,
+    publishers: list[MqttPublisher],
+    subscribers: list[Subscriber],
+) -> None:
+    events, unlocks = f"{PREFIX}/front/event", f"{PREFIX}/front/unlock"
+    sub = Subscriber(mosquitto, [events, unlocks], client_id="order-sub", persistent=True)
+    subscribers.append(sub)
+    pub = start_publisher(make_config(mosquitto, tmp_path), tmp_path, publishers)
+    mosquitto.stop()
+    deadline = time.monotonic() + WAIT_S
+    while pub.is_connected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not pub.is_connected
+    backlog = 300
+    for i in range(backlog):
+        pub.publish_event("front", {"event_id": f"e{i}", "decision": "denied"})
+    unlock = pub.publish_unlock("front", "alice", "late-unlock", ttl_s=30)
+    mosquitto.start()
+    assert pub.wait_connected(WAIT_S)
+    got = sub.wait_for(lambda ms: len(ms) >= backlog + 1, timeout=3 * WAIT_S)
+    assert got[0].topic == unlocks and json.loads(got[0].payload)["seq"] == unlock["seq"]
+    assert [p["event_id"] for p in payloads(got, events)] == [f"e{i}" for i in range(backlog)]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +20,10 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def disk_full(fd: int) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def seqs(journal: Journal) -> list[int]:
@@ -170,3 +178,46 @@ def test_directory_created_private(tmp_path: Path) -> None:
     Journal(target)
     assert target.is_dir()
     assert target.stat().st_mode & 0o077 == 0
+
+
+def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class ShortWrites(io.FileIO):
+        def write(self, data: Any) -> int:  # the kernel may accept only part of a write
+            return super().write(bytes(data)[:3])
+
+    def fdopen(fd: int, mode: str = "r", *args: object, **kwargs: object) -> io.BufferedWriter:
+        return io.BufferedWriter(ShortWrites(fd, "wb"))
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    payload = b'{"event_id":"' + b"x" * 200 + b'"}'
+    Journal(tmp_path).append(EntryKind.EVENT, "e", payload)
+    monkeypatch.undo()
+    assert [e.payload for e in Journal(tmp_path).pending()] == [payload]
+    assert list(tmp_path.glob("*.corrupt")) == []
+
+
+def test_failed_write_leaves_no_entry_no_temp_no_lock_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path)
+    first = journal.append(EntryKind.EVENT, "e", b'{"i":0}')
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        journal.append(EntryKind.EVENT, "e", b'{"i":1}')
+    monkeypatch.undo()
+    assert seqs(journal) == [first.seq]
+    # No stray temp file, and no per-message lock file from facegate.storage.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{first.seq:020d}.json", "seq.json"]
+    again = journal.append(EntryKind.EVENT, "e", b'{"i":2}')
+    assert seqs(Journal(tmp_path)) == [first.seq, again.seq]
+
+
+def test_failed_seq_reservation_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = Journal(tmp_path)
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError):
+        journal.next_seq()
+    monkeypatch.undo()
+    seq = journal.next_seq()
+    # The reservation that failed was not used: after a restart seq still moves forward.
+    assert Journal(tmp_path).next_seq() > seq

@@ -36,16 +36,23 @@ def atomic_write(
     *,
     mode: int = 0o600,
     backup: bool = False,
+    lock: bool = True,
 ) -> None:
     """Replace `path` with what `write(file)` writes, atomically; keep the old file as .bak.
 
     Writers of one path are serialised by a lock file, which also makes it safe to delete
     the temp files a killed writer left behind (a 350 MB gallery each, on an SD card).
+    `lock=False` skips the lock file and the directory scan for stale temps: for callers
+    that already serialise their writers and remove leftover `*.tmp` files themselves,
+    e.g. the MQTT journal with one small file per message.
     """
     target = Path(path)
-    with _writer_lock(target):
-        _remove_stale_temps(target)
+    if not lock:
         _replace(target, write, mode, backup)
+    else:
+        with _writer_lock(target):
+            _remove_stale_temps(target)
+            _replace(target, write, mode, backup)
     logger.debug("wrote %s atomically", target)
 
 
@@ -92,14 +99,21 @@ def _remove_stale_temps(target: Path) -> None:
 
 
 def atomic_write_bytes(
-    path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600, backup: bool = False
+    path: str | os.PathLike[str],
+    data: bytes,
+    *,
+    mode: int = 0o600,
+    backup: bool = False,
+    lock: bool = True,
 ) -> None:
     """Replace `path` with `data` atomically (see `atomic_write`)."""
 
     def write(file: BinaryIO) -> None:
+        # A buffered write retries short writes and raises on failure (ENOSPC), so a
+        # partial file is never fsynced and renamed into place.
         file.write(data)
 
-    atomic_write(path, write, mode=mode, backup=backup)
+    atomic_write(path, write, mode=mode, backup=backup, lock=lock)
 
 
 def _keep_backup(target: Path) -> None:

@@ -51,7 +51,10 @@ class DoorBus(ABC):
     def publish_unlock(
         self, door: str, person: str, event_id: str, ttl_s: float | None = None
     ) -> dict[str, object]:
-        """Sign and publish an expiring unlock; return the payload as sent."""
+        """Sign and publish an expiring unlock; return the payload as sent.
+
+        Returns ``{}`` when the unlock could not be journaled and so was not sent.
+        """
 
     @abstractmethod
     def publish_verify_result(self, door: str, result: Mapping[str, object]) -> None:

@@ -3,7 +3,13 @@
 Delivery model: the journal is the only source of truth for unacknowledged messages.
 paho also keeps an in-memory queue and would resend it after a reconnect (possibly an
 unlock that has expired meanwhile), so every (re)connect first drops paho's queue and
-then resends the journal in seq order, skipping expired unlocks.
+then resends the journal: unexpired unlocks first (a short-lived unlock must not wait
+behind a backlog of events), then everything else in seq order; expired unlocks are skipped.
+
+Journal failures (disk full, read-only filesystem) never propagate to the caller: an
+unlock is then not sent at all (fail closed), an event or verify result is published
+directly without the journal if connected (best effort: lost if the broker is not
+reachable), and both are logged at ERROR.
 
 Locking: ``_lock`` serialises journal appends with sends (keeps seq order on the wire)
 and may be held while calling paho. ``_acks`` (mid -> seq bookkeeping) is taken inside
@@ -158,17 +164,22 @@ class MqttPublisher(DoorBus):
         self._check_known_door(door)
         ttl = self._config.unlock_ttl_s if ttl_s is None else ttl_s
         with self._lock:
-            seq = self._journal.next_seq()
+            try:
+                seq = self._journal.next_seq()
+            except OSError as exc:
+                self._journal_failed(EntryKind.UNLOCK, topic(self._prefix, door, "unlock"), exc)
+                return {}
             payload = build_unlock(self._key, door, person, event_id, seq, self._clock(), ttl)
             expires_at = payload["expires_at"]
             assert isinstance(expires_at, float)
-            self._submit(
+            if not self._submit(
                 EntryKind.UNLOCK,
                 topic(self._prefix, door, "unlock"),
                 _dumps(payload),
                 seq=seq,
                 expires_at=expires_at,
-            )
+            ):
+                return {}
         logger.info("unlock door=%s person=%s seq=%d event_id=%s", door, person, seq, event_id)
         return payload
 
@@ -244,15 +255,54 @@ class MqttPublisher(DoorBus):
         *,
         seq: int | None = None,
         expires_at: float | None = None,
-    ) -> None:
+    ) -> bool:
+        """Journal and send; False if the journal failed and an unlock was not sent."""
         with self._lock:
-            entry = self._journal.append(kind, topic_name, payload, seq=seq, expires_at=expires_at)
+            try:
+                entry = self._journal.append(
+                    kind, topic_name, payload, seq=seq, expires_at=expires_at
+                )
+            except OSError as exc:
+                self._journal_failed(kind, topic_name, exc)
+                if kind == EntryKind.UNLOCK:
+                    return False
+                self._publish_unjournaled(topic_name, payload, expires_at)
+                return True
             if self._closed:
                 logger.warning(
                     "publisher closed: %s seq=%d kept for the next start", kind, entry.seq
                 )
             elif self._connected:
                 self._send(entry)
+            return True
+
+    def _journal_failed(self, kind: EntryKind, topic_name: str, exc: OSError) -> None:
+        if kind == EntryKind.UNLOCK:
+            outcome = "unlock NOT sent (fail closed)"
+        elif self._connected and not self._closed:
+            outcome = f"{kind} published without the journal (best effort, no resend)"
+        else:
+            outcome = f"{kind} LOST (not connected)"
+        logger.error(
+            "MQTT journal %s unusable (%s): %s on %s",
+            self._journal.directory,
+            exc,
+            outcome,
+            topic_name,
+        )
+
+    def _publish_unjournaled(
+        self, topic_name: str, payload: bytes, expires_at: float | None
+    ) -> None:
+        if not self._connected or self._closed:
+            return  # paho would queue it in memory, but on_connect drops that queue
+        properties: Properties | None = None
+        if expires_at is not None:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.MessageExpiryInterval = _expiry_interval_s(expires_at, self._clock())
+        info = self._client.publish(topic_name, payload, qos=1, retain=False, properties=properties)
+        if info.rc == MQTT_ERR_SUCCESS:
+            self._track(info.mid, None)
 
     def _send(self, entry: JournalEntry) -> None:
         now = self._clock()
@@ -348,8 +398,11 @@ class MqttPublisher(DoorBus):
                 self._early_acks.clear()
             _, self._subscribe_mid = client.subscribe(topic(self._prefix, "+", "verify"), qos=1)
             self._publish_status(self._doors[0], "online")
-            pending = self._journal.pending()
-            for entry in pending:
+            pending = self._journal.pending()  # drops expired unlocks
+            # Unlocks first: behind thousands of QoS1 events a 5 s unlock would arrive dead.
+            unlocks = [e for e in pending if e.kind == EntryKind.UNLOCK]
+            others = [e for e in pending if e.kind != EntryKind.UNLOCK]
+            for entry in unlocks + others:
                 self._send(entry)
             self._connected = True
         self._failures = 0

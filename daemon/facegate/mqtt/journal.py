@@ -1,7 +1,8 @@
 """On-disk journal of outgoing MQTT messages, kept until the broker acknowledges them.
 
-Format: one JSON file per message, ``<seq:020d>.json``, written atomically (temp file,
-fsync, rename, fsync dir) and deleted on PUBACK. Chosen over an append-only log because
+Format: one JSON file per message, ``<seq:020d>.json``, written atomically with
+``facegate.storage`` (temp file, fsync, rename, fsync dir) and deleted on PUBACK. Chosen
+over an append-only log because
 a crash can only leave a whole file or a stray ``*.tmp`` (removed on open), an ack is a
 single unlink (no compaction pass, no rewrite of a growing file on a flash card), the
 bound is a file count, and replay order is the file name order. The cost, one fsync pair
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
+
+from facegate.storage import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -61,27 +63,6 @@ class JournalEntry:
     def expired(self, now: float) -> bool:
         """True once the message must not be sent any more."""
         return self.expires_at is not None and self.expires_at <= now
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` so that a crash leaves the old file or the new one, never a torn one."""
-    tmp = path.with_name(path.name + _TMP_SUFFIX)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Journal:
@@ -144,7 +125,7 @@ class Journal:
                 raise ValueError(f"journal seq {seq} is not after the newest entry")
             entry = JournalEntry(seq, kind, topic, payload, self._clock(), expires_at)
             self._make_room(len(payload))
-            atomic_write(self._path(seq), _encode(entry))
+            _write(self._path(seq), _encode(entry))
             self._entries[seq] = entry
             self._bytes += len(payload)
             return entry
@@ -185,8 +166,9 @@ class Journal:
         seq = self._next_seq
         if seq >= self._reserved:
             # Persist the reservation before the number is used, so a crash never reuses it.
-            self._reserved = seq + SEQ_BLOCK
-            atomic_write(self._dir / SEQ_FILE, json.dumps({"reserved": self._reserved}).encode())
+            reserved = seq + SEQ_BLOCK
+            _write(self._dir / SEQ_FILE, json.dumps({"reserved": reserved}).encode())
+            self._reserved = reserved  # only once durable: a failed write is retried next time
         self._next_seq = seq + 1
         return seq
 
@@ -266,6 +248,12 @@ class Journal:
             logger.error("journal %s unreadable (%s); seq restarts after newest entry", path, exc)
             return 0
         return int(value) if isinstance(value, int) else 0
+
+
+def _write(path: Path, data: bytes) -> None:
+    # The journal lock serialises writers and _load() removes stray *.tmp files, so skip
+    # storage's per-path lock file (one per message, never deleted) and directory scan.
+    atomic_write_bytes(path, data, mode=0o600, lock=False)
 
 
 def _encode(entry: JournalEntry) -> bytes:
