@@ -620,6 +620,10 @@ def test_card_and_face_door_needs_claim_and_face(
     sub.wait_for(lambda s: bool(s.unlocks()), what="unlock after claim + face")
     unlock = UnlockVerifier(site.key, DOOR).verify(sub.on("unlock")[0].payload)
     assert unlock.person == RESIDENT
+    # The unlock is published before its event (a resident is waiting): wait for the event.
+    sub.wait_for(
+        lambda s: any(e["event_id"] == unlock.event_id for e in s.events()), what="grant event"
+    )
     grant = next(e for e in sub.events() if e["event_id"] == unlock.event_id)
     assert grant["decision"] == "granted" and grant.get("request_id") == "badge-1"
     sub.wait_for(
