@@ -499,6 +499,26 @@ def test_sighup_enrolls_a_new_person_without_restart(
     sub.wait_for(lambda s: any(u["person"] == LATE_RESIDENT for u in s.unlocks()), what="unlock")
     assert daemon.proc.poll() is None and daemon.pid == daemon.proc.pid
     assert daemon.log().count("ready: models loaded") == 1, "the daemon restarted"
+
+    # A reload that renames the door keeps the running door (cameras change on restart).
+    original = site.config.read_text()
+    renamed = original.replace(f"door: '{DOOR}'", "door: 'side'")
+    assert renamed != original
+    site.config.write_text(renamed)
+    mark = len(daemon.log())
+    os.kill(daemon.pid, signal.SIGHUP)
+    daemon.wait_log(r"camera/door changes need a restart", WAIT_S, start=mark)
+    daemon.wait_log(r"reloaded: 2 people enrolled", WAIT_S, start=mark)
+    # A broken config on reload is refused; the door keeps working as before.
+    broken = original.replace("recognition: {", "recognition: {threshold: 5, ")
+    assert broken != original
+    site.config.write_text(broken)
+    mark = len(daemon.log())
+    os.kill(daemon.pid, signal.SIGHUP)
+    daemon.wait_log(r"reload failed, keeping the previous configuration", WAIT_S, start=mark)
+    after = time.time()
+    sub.wait_for(lambda s: granted(s, LATE_RESIDENT, after=after), what="grant after bad reload")
+    assert daemon.proc.poll() is None
     assert daemon.terminate() == 0
 
 
