@@ -7,6 +7,7 @@ camera files, model files, signing key, enrollment images, and the gallery's mod
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def check_all(config_path: Path) -> CheckReport:
         raise ConfigError(
             config_path, f"{config.mqtt.password_file}: file not found", field="mqtt.password_file"
         )
+    _check_writable(config.gallery.parent, config_path, "gallery")
+    _check_writable(config.journal, config_path, "journal")
     enrollment = load_enrollment(config.enrollment)
     images = sum(len(enrollment.images_for(person)) for person in enrollment.people)
     report = CheckReport(config, len(enrollment.people), images)
@@ -62,6 +65,13 @@ def _check_cameras(config: FacegateConfig, config_path: Path) -> None:
             raise ConfigError(
                 config_path, f"{source.value}: not found", field=f"cameras[{index}].source"
             )
+
+
+def _check_writable(folder: Path, config_path: Path, field: str) -> None:
+    """The daemon writes the gallery and the journal; find out now, not at the first event."""
+    existing = folder if folder.exists() else folder.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(config_path, f"{existing}: not a writable folder", field=field)
 
 
 def _check_models(config: FacegateConfig, config_path: Path) -> None:

@@ -1,0 +1,57 @@
+"""`facegate check-config`: what the daemon needs on disk, checked before it starts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from scenes import empty_frame, write_config, write_enrollment, write_folder, write_key
+
+from facegate.cli import main
+
+
+def make_site(root: Path) -> Path:
+    write_key(root / "hmac.key")
+    write_enrollment(root / "enrollment.yaml", {"ben_afflek": ["front"]})
+    write_folder(root / "camera", [empty_frame()])
+    (root / "journal").mkdir()
+    return write_config(
+        root / "facegate.yaml", port=1883, cameras=[{"door": "front", "source": "camera/"}]
+    )
+
+
+def test_a_complete_site_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_site(tmp_path)
+    assert main(["check-config", "--config", str(config)]) == 0
+    out, err = capsys.readouterr()
+    assert "OK (front; 1 people" in out
+    assert "no gallery yet" in err  # a warning, not an error: `run` builds it
+
+
+@pytest.mark.parametrize(
+    ("breakage", "field"),
+    [
+        ("camera", "cameras[0].source"),
+        ("key", "signing_key_file"),
+        ("journal", "journal"),
+        ("models", "models.dir"),
+    ],
+)
+def test_each_missing_piece_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], breakage: str, field: str
+) -> None:
+    config = make_site(tmp_path)
+    if breakage == "camera":
+        shutil.rmtree(tmp_path / "camera")
+    elif breakage == "key":
+        (tmp_path / "hmac.key").unlink()
+    elif breakage == "journal":
+        (tmp_path / "journal").rmdir()
+        (tmp_path / "journal").write_text("a file where the journal folder should be\n")
+    elif breakage == "models":
+        text = config.read_text()
+        config.write_text(text.replace("models: {dir: '", f"models: {{dir: '{tmp_path}/none"))
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert field in err and "Traceback" not in err
