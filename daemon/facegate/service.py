@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 #: How long one loop iteration waits for a frame before doing housekeeping.
 FRAME_WAIT_S: Final = 0.1
+#: Frames are processed at most every MIN_INTERVAL_SHARE / fps seconds: a 30 fps camera is
+#: still processed at about the door's fps, a 10 fps camera at every frame, on arrival.
+MIN_INTERVAL_SHARE: Final = 0.8
 #: Minimum spacing of systemd watchdog pings.
 WATCHDOG_PING_S: Final = 1.0
 #: Start-up may embed every enrollment image (first start, model change): on a Pi that can
@@ -94,9 +97,11 @@ class Service:
         self._install_signal_handlers()
         config = load_config(self._config_path)
         logging.getLogger().setLevel(config.log_level)
+        # No full-range fallback at a door: a face too far for the short-range model is
+        # far below min_face_px anyway, and the fallback would double every empty frame's cost.
         engine = FaceEngine.load(
             config.models.dir, config.models.embedder, config.models.threads,
-            gate=quality_gate(config),
+            gate=quality_gate(config), full_range_fallback=False,
         )  # fmt: skip
         self._notifier.notify(f"EXTEND_TIMEOUT_USEC={STARTUP_EXTEND_USEC}")
         state = load_recognition(config, engine)
@@ -191,7 +196,9 @@ class Service:
         frame = grabber.get(timeout=share)
         if frame is None:
             return False
-        self._next_due[door] = max(now, due) + 1.0 / self._cameras[door].fps
+        # The next frame may come a little early: with exactly 1/fps the processing clock
+        # phase-locks against the camera's and every frame waits up to a period in the slot.
+        self._next_due[door] = time.monotonic() + MIN_INTERVAL_SHARE / self._cameras[door].fps
         policy = self._policies[door]
         faces = engine.encode(frame.image)
         observations = [

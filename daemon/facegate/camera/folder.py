@@ -58,6 +58,9 @@ class ImageFolderSource(FrameSource):
         self._pacer.reset()
 
     def _read(self) -> RGBImage | None:
+        # Wait first, then read: the file is read when the frame is due, as a camera captures
+        # then; reading first would hand out a picture up to one period old.
+        self._pacer.wait()
         # Bounded so that a folder of only corrupt images ends in an error, not a spin.
         for _ in range(len(self._files)):
             if self._pos >= len(self._files):
@@ -68,7 +71,6 @@ class ImageFolderSource(FrameSource):
             self._pos += 1
             image = _load_rgb(path)
             if image is not None:
-                self._pacer.wait()
                 return image
         raise CameraError(f"no readable image in folder {self._folder}")
 
