@@ -149,7 +149,8 @@ def run_stages(
 ) -> dict[str, object]:
     """Load the engine, measure RSS, then every latency figure; JSON-ready."""
     start = time.perf_counter()
-    engine = FaceEngine.load(models, embedder, threads)
+    # As `facegate run` loads it: no full-range fallback at a door (service.py).
+    engine = FaceEngine.load(models, embedder, threads, full_range_fallback=False)
     load_ms = (time.perf_counter() - start) * 1000
     rss_after_load = proc_status_mb("VmRSS")
     matcher = Matcher([f"p{i:06d}" for i in range(FRAME_GALLERY_PEOPLE)],
