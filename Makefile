@@ -9,7 +9,7 @@ BUILD_VENV := $(CACHE)/build-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := mosquitto mosquitto-clients python3-venv openssl systemd shellcheck
 
-.PHONY: install apt-deps models test lint demo bench clean
+.PHONY: install apt-deps models test lint demo bench bench-daemon clean
 
 # System packages (mosquitto for the demo and the integration tests). Skipped when present.
 apt-deps:
@@ -62,6 +62,13 @@ bench: install models
 	  $(CACHE)/bench-fr-venv/bin/pip install -q --no-deps --only-binary :all: face_recognition==1.3.0 && \
 	  touch $(CACHE)/bench-fr-venv/.installed; }
 	$(BIN)/facegate bench --models models --out bench/out
+
+# The daemon against issue 5's targets: face-to-unlock latency, empty-scene CPU, RSS over a
+# soak with broker outages, events lost, stranger unlocks (about 13 minutes).
+bench-daemon: install models apt-deps
+	mkdir -p bench/out
+	$(BIN)/python scripts/bench_daemon.py --rss-minutes 10 --cpu-seconds 60 > bench/out/daemon.json
+	cat bench/out/daemon.json
 
 clean:
 	rm -rf $(VENV) .demo models/*.tflite models/built.json models/data
