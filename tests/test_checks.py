@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from scenes import empty_frame, write_config, write_enrollment, write_folder, write_key
 
 from facegate.cli import main
+from scenes import empty_frame, write_config, write_enrollment, write_folder, write_key
 
 
 def make_site(root: Path) -> Path:
