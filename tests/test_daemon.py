@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -175,7 +176,7 @@ def retained_status(host: str, port: int, door: str = DOOR) -> dict[str, Any]:
 class Daemon:
     """`python -m facegate run` as a subprocess, its stdout+stderr in a log file."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, env: Mapping[str, str] | None = None) -> None:
         self.log_file = config.parent / "daemon.log"
         with self.log_file.open("wb") as log:
             self.proc = subprocess.Popen(
@@ -183,7 +184,7 @@ class Daemon:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             )
 
     @property
@@ -552,6 +553,67 @@ def test_camera_lost_and_back_resumes_frames_and_grants(
     )
     assert daemon.proc.poll() is None
     assert daemon.terminate() == 0
+
+
+class NotifySocket:
+    """The systemd side of sd_notify: a datagram socket collecting (time, message) pairs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(path))
+        self._sock.settimeout(0.1)
+        self.messages: list[tuple[float, str]] = []
+
+    def collect(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                data = self._sock.recv(4096)
+            except TimeoutError:
+                continue
+            self.messages += [(time.monotonic(), m) for m in data.decode().split("\n") if m]
+
+    def wait_for(self, message: str, timeout: float, after: float = 0.0) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.collect(0.1)
+            for at, seen in self.messages:
+                if seen == message and at >= after:
+                    return at
+        pytest.fail(f"no {message!r} from the daemon; got {[m for _, m in self.messages]}")
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def test_systemd_ready_and_watchdog_only_while_frames_flow(
+    mosquitto: MosquittoBroker, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    site = make_site(tmp_path, mosquitto.port, people={RESIDENT: [DOOR]}, scene=hallway(5))
+    site.config.write_text(site.config.read_text() + "watchdog: {stall_s: 1.0}\n")
+    notify = NotifySocket(tmp_path / "notify.sock")
+    try:
+        daemon = Daemon(site.config, env={"NOTIFY_SOCKET": str(notify.path)})
+        daemons.append(daemon)
+        ready = notify.wait_for("READY=1", START_S)
+        assert any(m.startswith("EXTEND_TIMEOUT_USEC=") for _, m in notify.messages)
+        notify.wait_for("WATCHDOG=1", 5.0, after=ready)
+
+        away = site.dir / "camera-unplugged"
+        site.camera.rename(away)
+        unplugged = time.monotonic()
+        notify.collect(4.0)
+        # stall_s (1 s) plus one ping interval after the last frame: silence from then on.
+        late = [at for at, m in notify.messages if m == "WATCHDOG=1" and at > unplugged + 2.5]
+        assert late == [], "watchdog pinged while the camera delivered nothing"
+
+        away.rename(site.camera)
+        notify.wait_for("WATCHDOG=1", WAIT_S, after=time.monotonic())
+        assert daemon.terminate() == 0
+        notify.wait_for("STOPPING=1", 5.0)
+    finally:
+        notify.close()
 
 
 # -- 7: malformed and valid verify requests -----------------------------------------------

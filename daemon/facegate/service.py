@@ -7,6 +7,7 @@ Signals only set flags; the loop acts on them between frames.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import signal
@@ -85,6 +86,7 @@ class Service:
         self._claims: queue.SimpleQueue[VerifyRequest] = queue.SimpleQueue()
         self._notifier = sdnotify.SystemdNotifier()
         self._last_ping = 0.0
+        self._ready = False  # READY=1 sent: models loaded and a first frame seen
         self._grabbers: dict[str, LatestFrameGrabber] = {}
         self._policies: dict[str, DoorPolicy] = {}
         self._cameras: dict[str, CameraConfig] = {}  # as started: doors change only on restart
@@ -141,7 +143,7 @@ class Service:
         config = state.config
         for camera in config.cameras:
             grabber = LatestFrameGrabber(
-                lambda camera=camera: source_from_config(camera),  # type: ignore[misc]
+                functools.partial(source_from_config, camera),
                 stall_s=config.watchdog.stall_s,
                 name=camera.door,
             )
@@ -156,7 +158,6 @@ class Service:
     # -- the loop --------------------------------------------------------------------------
 
     def _loop(self, engine: FaceEngine, state: Recognition, bus: DoorBus) -> None:
-        ready = False
         while not self._stop:
             if self._reload:
                 self._reload = False
@@ -165,10 +166,10 @@ class Service:
             progressed = False
             for door, grabber in self._grabbers.items():
                 progressed |= self._process_door(door, grabber, engine, state, bus)
-            if progressed and not ready:
+            if progressed and not self._ready:
                 self._notifier.notify("READY=1")
                 logger.info("ready: models loaded and first frame received")
-                ready = True
+                self._ready = True
             self._answer_expired_claims(bus)
             self._watchdog(state.config)
             if all(g.finished for g in self._grabbers.values()):
@@ -304,7 +305,7 @@ class Service:
         except (FacegateError, OSError, ValueError) as exc:
             engine.gate = previous_gate
             logger.error("reload failed, keeping the previous configuration: %s", exc)
-            self._notifier.notify("READY=1")
+            self._notify_reloaded()
             return state
         if set(config.door_ids) != set(self._cameras):
             logger.warning(
@@ -314,8 +315,13 @@ class Service:
             camera = config.camera(door) if door in config.door_ids else self._cameras[door]
             policy.update(config.recognition, new_state.enrollment, camera.mode)
         logger.info("reloaded: %d people enrolled", len(new_state.matcher))
-        self._notifier.notify("READY=1")
+        self._notify_reloaded()
         return new_state
+
+    def _notify_reloaded(self) -> None:
+        # Before the first frame, READY=1 still waits for it (sent by the loop).
+        if self._ready:
+            self._notifier.notify("READY=1")
 
     def _watchdog(self, config: FacegateConfig) -> None:
         """Ping systemd only while some camera delivers frames: a stalled camera gets us
