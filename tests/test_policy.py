@@ -504,6 +504,15 @@ def test_bad_timeout_falls_back_to_config(people: EnrollmentConfig, clock: FakeC
     assert [o.request_id for o in door.expired_claims(clock.now + 5)] == ["r8"]
 
 
+def test_claim_without_timeout_waits_the_configured_time(
+    people: EnrollmentConfig, clock: FakeClock
+) -> None:
+    door = policy(people, clock, verify_timeout_s=12)
+    door.claim("r11", "alice", timeout_s=None)  # the badge reader sent no timeout_s
+    assert door.expired_claims(clock.now + 11.9) == []
+    assert [o.request_id for o in door.expired_claims(clock.now + 12)] == ["r11"]
+
+
 def test_a_new_claim_supersedes_the_waiting_one(people: EnrollmentConfig, clock: FakeClock) -> None:
     door = policy(people, clock, mode="card_and_face")
     door.claim("r9", "alice", timeout_s=5)

@@ -272,7 +272,7 @@ class DoorPolicy:
     # --- claims -----------------------------------------------------------------------------
 
     def claim(
-        self, request_id: str, identity: str, timeout_s: float, now: float | None = None
+        self, request_id: str, identity: str, timeout_s: float | None, now: float | None = None
     ) -> None:
         """A badge or keypad says who is at the door; the next frames are checked 1:1.
 
@@ -283,7 +283,8 @@ class DoorPolicy:
         now = self._clock() if now is None else now
         self._expire(now)
         limit = self._recognition.verify_timeout_s
-        wait = timeout_s if math.isfinite(timeout_s) and timeout_s > 0 else limit
+        usable = timeout_s is not None and math.isfinite(timeout_s) and timeout_s > 0
+        wait = timeout_s if usable and timeout_s is not None else limit
         if self._claim is not None:
             self._finish_claim(False, f"superseded by request {request_id}", None)
         self._claim = _Claim(request_id, identity, now + min(wait, limit))

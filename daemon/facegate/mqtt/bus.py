@@ -12,7 +12,6 @@ from typing import Final
 
 from facegate.mqtt.signing import sign
 
-DEFAULT_VERIFY_TIMEOUT_S: Final = 5.0
 MAX_VERIFY_TIMEOUT_S: Final = 60.0
 
 
@@ -23,7 +22,7 @@ class VerifyRequest:
     door: str
     request_id: str
     identity: str
-    timeout_s: float
+    timeout_s: float | None  # None: the daemon's recognition.verify_timeout_s
 
 
 VerifyHandler = Callable[[VerifyRequest], None]

@@ -45,7 +45,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 from facegate.config.mqtt import MqttConfig
 from facegate.errors import BadInputError
 from facegate.mqtt.bus import (
-    DEFAULT_VERIFY_TIMEOUT_S,
     MAX_VERIFY_TIMEOUT_S,
     DoorBus,
     VerifyHandler,
@@ -563,8 +562,10 @@ def parse_verify_request(
     if error is not None:
         logger.warning("verify request for %s ignored: %s", door, error)
         return None
-    timeout = body.get("timeout_s", DEFAULT_VERIFY_TIMEOUT_S)
-    return VerifyRequest(door, body["request_id"], body["identity"], float(timeout))
+    timeout = body.get("timeout_s")  # absent: the daemon's recognition.verify_timeout_s
+    return VerifyRequest(
+        door, body["request_id"], body["identity"], None if timeout is None else float(timeout)
+    )
 
 
 def _door_of(topic_name: str, prefix: str) -> str | None:
@@ -582,7 +583,9 @@ def _verify_body_error(body: object) -> str | None:
         value = body.get(name)
         if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_CHARS:
             return f"{name} must be a string of 1..{MAX_ID_CHARS} characters"
-    timeout = body.get("timeout_s", DEFAULT_VERIFY_TIMEOUT_S)
+    timeout = body.get("timeout_s")
+    if timeout is None:
+        return None
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         return "timeout_s must be a number"
     if not 0 < timeout <= MAX_VERIFY_TIMEOUT_S:
