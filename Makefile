@@ -34,7 +34,7 @@ $(BUILD_VENV)/.installed: scripts/build_requirements.txt
 	$(BUILD_VENV)/bin/pip install -q -r scripts/build_requirements.txt
 	cp scripts/build_requirements.txt $@
 
-models: $(BUILD_VENV)/.installed
+models: apt-deps $(BUILD_VENV)/.installed
 	$(BUILD_VENV)/bin/python scripts/build_models.py --cache $(CACHE) --out models
 
 # Style and types are part of the test: ruff and mypy --strict run before pytest.
