@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from facegate.config.loader import located_error
+from facegate.config.loader import first_duplicate, located_error
 from facegate.config.mqtt import MqttConfig
 
 DOOR_ID_PATTERN: Final = r"^[a-z0-9_-]{1,32}$"
@@ -254,15 +254,12 @@ class FacegateConfig(BaseModel):
     @field_validator("cameras")
     @classmethod
     def _unique_doors(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
-        first: dict[str, int] = {}
-        for index, camera in enumerate(cameras):
-            if camera.door in first:
-                raise located_error(
-                    (index, "door"),
-                    f"door id is already used by cameras[{first[camera.door]}]",
-                    camera.door,
-                )
-            first[camera.door] = index
+        duplicate = first_duplicate([camera.door for camera in cameras])
+        if duplicate is not None:
+            index, first = duplicate
+            raise located_error(
+                (index, "door"), f"door id is already used by cameras[{first}]", cameras[index].door
+            )
         return cameras
 
     @model_validator(mode="before")

@@ -36,7 +36,13 @@ from pydantic import (
     model_validator,
 )
 
-from facegate.config.loader import LineMap, anchor_path, located_error, nearest_line
+from facegate.config.loader import (
+    LineMap,
+    anchor_path,
+    first_duplicate,
+    located_error,
+    nearest_line,
+)
 from facegate.errors import BadInputError
 from facegate.imageio import IMAGE_SUFFIXES
 
@@ -323,15 +329,12 @@ class EnrollmentConfig(BaseModel):
     @field_validator("people")
     @classmethod
     def _unique_ids(cls, people: list[Person]) -> list[Person]:
-        first: dict[str, int] = {}
-        for index, person in enumerate(people):
-            if person.id in first:
-                raise located_error(
-                    (index, "id"),
-                    f"duplicate person id (also people[{first[person.id]}])",
-                    person.id,
-                )
-            first[person.id] = index
+        duplicate = first_duplicate([person.id for person in people])
+        if duplicate is not None:
+            index, first = duplicate
+            raise located_error(
+                (index, "id"), f"duplicate person id (also people[{first}])", people[index].id
+            )
         return people
 
     @model_validator(mode="after")

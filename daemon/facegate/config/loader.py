@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -92,6 +92,16 @@ def located_error(at: Loc, message: str, got: object) -> PydanticCustomError:
     # Braces would be read as template fields by pydantic-core.
     safe = message.replace("{", "(").replace("}", ")")
     return PydanticCustomError("facegate", safe, {AT_KEY: at, GOT_KEY: got})
+
+
+def first_duplicate(keys: Sequence[str]) -> tuple[int, int] | None:
+    """(index of the first repeated key, index where it was first given), or None."""
+    first: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        if key in first:
+            return index, first[key]
+        first[key] = index
+    return None
 
 
 def read_text(path: Path) -> str:
