@@ -29,6 +29,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "daemon"))
 
+from facegate.vision.embedder import file_sha256  # noqa: E402  (needs the sys.path above)
+
 MANIFEST = REPO / "models" / "manifest.json"
 # Files whose content changes what the build produces: part of the cache key.
 KEY_FILES = (
@@ -42,14 +44,6 @@ KEY_FILES = (
 CALIBRATION_FACES = 120
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_source(spec: dict[str, Any], cache: Path) -> Path:
     """The pinned source archive, downloaded once with pip and checked by sha256."""
     target = cache / "sources" / spec["file"]
@@ -61,7 +55,7 @@ def fetch_source(spec: dict[str, Any], cache: Path) -> Path:
             print(f"fetching {spec['package']}=={spec['version']}", flush=True)
             subprocess.run(cmd, check=True)
             (Path(tmp) / spec["file"]).rename(target)
-    actual = sha256_of(target)
+    actual = file_sha256(target)
     if actual != spec["sha256"]:
         target.unlink()
         raise SystemExit(f"{spec['file']}: sha256 {actual} != pinned {spec['sha256']}; removed")
@@ -261,7 +255,7 @@ def write_built_json(work: Path, key: str, manifest: dict[str, Any]) -> None:
     import tensorflow as tf
 
     files = {
-        name: {"sha256": sha256_of(work / name), "bytes": (work / name).stat().st_size}
+        name: {"sha256": file_sha256(work / name), "bytes": (work / name).stat().st_size}
         for name in manifest["outputs"]
         if (work / name).is_file()
     }
@@ -280,7 +274,7 @@ def verify_built(folder: Path) -> dict[str, Any]:
     """Re-check every cached output against its recorded sha256."""
     built: dict[str, Any] = json.loads((folder / "built.json").read_text())
     for name, info in built["files"].items():
-        if sha256_of(folder / name) != info["sha256"]:
+        if file_sha256(folder / name) != info["sha256"]:
             raise SystemExit(f"{folder / name}: sha256 mismatch; delete {folder} and rebuild")
     return built
 
