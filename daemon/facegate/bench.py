@@ -281,7 +281,8 @@ PI_ASSUMPTIONS: Final = (
     "threads x 0.85 parallel efficiency for 2 threads). Assumed sustained int8 XNNPACK "
     "throughput: Pi 4 (Cortex-A72 1.8 GHz, no SDOT) 4 GMAC/s per core, Pi 5 (Cortex-A76 "
     "2.4 GHz, SDOT) 11 GMAC/s per core, from public TFLite int8 MobileNet timings on those "
-    "boards. Non-model stages (JPEG decode, alignment, matching, Python) scale by the "
+    "boards. Non-model stages (JPEG decode, alignment, matching, Python) and the float32 "
+    "FaceMesh landmark model (not counted in MACs) scale by the "
     "single-thread speed ratio to this x86 core: Pi 4 4x slower, Pi 5 1.8x slower. "
     "face_recognition (HOG + dlib ResNet, one core) is scaled by the same single-thread ratio. "
     "Thermal throttling (Pi 4 without a heatsink) and camera capture are not included."
@@ -296,7 +297,7 @@ def pi_projection(fg: dict[str, Any], fr: dict[str, Any] | None, threads: int) -
     for board, spec in PI_MODELS.items():
         rate = spec["int8_gmac_per_core"]
         embed_ms = EMBED_GMAC / (rate * threads * (0.85 if threads > 1 else 1.0)) * 1000
-        detect_ms = DETECT_GMAC / rate * 1000  # the detector runs on one thread
+        detect_ms = DETECT_GMAC / rate * 1000  # counted on one thread: too small to split
         frame_ms = embed_ms + detect_ms + max(other_ms, 0.0) * spec["scalar_slowdown"]
         row = {"embed_ms": embed_ms, "detect_ms": detect_ms, "frame_ms": frame_ms,
                "fps": 1000.0 / frame_ms}  # fmt: skip
@@ -328,7 +329,7 @@ def plot_stages(results: dict[str, Any], path: Path) -> None:
                      {s: v["p50"] for s, v in fr["speed"]["stages_ms"].items()}))  # fmt: skip
     fig, (ax, ax_log) = plt.subplots(1, 2, figsize=(11, 0.6 * len(rows) + 1.6), sharey=True)
     colours = dict(
-        zip(STAGES, ("#999999", "#1f77b4", "#2ca02c", "#d62728", "#9467bd"), strict=True)
+        zip(STAGES, ("#999999", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"), strict=True)
     )
     for axis in (ax, ax_log):
         for y, (_, stages) in enumerate(rows):

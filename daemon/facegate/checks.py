@@ -16,8 +16,7 @@ from facegate.config.enrollment import door_ids
 from facegate.errors import BadInputError, ConfigError, GalleryError
 from facegate.gallery import Gallery
 from facegate.mqtt import load_signing_key
-from facegate.vision.embedder import file_sha256
-from facegate.vision.engine import MODEL_FILES
+from facegate.vision.engine import MODEL_FILES, pipeline_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ def _check_writable(folder: Path, config_path: Path, field: str) -> None:
 
 
 def _check_models(config: FacegateConfig, config_path: Path) -> None:
-    needed = [MODEL_FILES["detector_short"], MODEL_FILES[config.models.embedder]]
+    needed = [MODEL_FILES[k] for k in ("detector_short", "landmarks", config.models.embedder)]
     for name in needed:
         if not (config.models.dir / name).is_file():
             raise ConfigError(
@@ -89,7 +88,7 @@ def _gallery_warnings(config: FacegateConfig) -> list[str]:
     """The daemon (re)builds the gallery from enrollment at start; say what it will do."""
     if not config.gallery.exists():
         return [f"{config.gallery}: no gallery yet; `facegate run` builds it from enrollment"]
-    fingerprint = file_sha256(config.models.dir / MODEL_FILES[config.models.embedder])
+    fingerprint = pipeline_fingerprint(config.models.dir, config.models.embedder)
     try:
         Gallery.load(config.gallery, fingerprint)
     except GalleryError as exc:

@@ -20,8 +20,7 @@ from facegate.config import EnrollmentConfig, Person, load_enrollment
 from facegate.errors import BadInputError, GalleryError, ModelError
 from facegate.gallery import Gallery, GalleryEntry, PersonPolicy
 from facegate.imageio import load_image
-from facegate.vision.embedder import file_sha256
-from facegate.vision.engine import MODEL_FILES, EmbedderKind, FaceEngine
+from facegate.vision.engine import EmbedderKind, FaceEngine, pipeline_fingerprint
 from facegate.vision.quality import DEFAULT_GATE, QualityGate
 from facegate.vision.types import FaceEncoding, ImageArray
 
@@ -51,12 +50,11 @@ class LazyEngine:
         gate: QualityGate | None = None,
     ) -> None:
         self._load_args = (Path(models_dir), embedder, threads, gate or DEFAULT_GATE)
-        model = Path(models_dir) / MODEL_FILES[embedder]
         try:
-            self.fingerprint = file_sha256(model)
+            self.fingerprint = pipeline_fingerprint(Path(models_dir), embedder)
         except OSError as exc:
             raise ModelError(
-                f"{model}: cannot read the embedder model ({exc.strerror}): "
+                f"{exc.filename}: cannot read the model ({exc.strerror}): "
                 "build it with `make models` or point --models at the folder"
             ) from None
         self._engine: FaceEngine | None = None

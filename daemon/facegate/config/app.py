@@ -158,7 +158,7 @@ class RecognitionConfig(BaseModel):
         default=80, ge=20, le=4000, description="smallest face box width embedded, pixels"
     )
     min_sharpness: float = Field(
-        default=20.0,
+        default=12.0,
         ge=0,
         le=100000,
         description="variance of the Laplacian of the aligned 160x160 grey face; 0 disables",
@@ -167,7 +167,8 @@ class RecognitionConfig(BaseModel):
         default=30.0,
         ge=0,
         le=90,
-        description="faces turned further than this (degrees, from keypoints) are not matched;"
+        description="faces turned further than this (degrees, from the landmarks) are not"
+        " matched;"
         " the eye-based alignment mis-scales turned faces by 1 - cos(yaw); 90 disables",
     )
     cooldown_s: float = Field(

@@ -1,19 +1,21 @@
-"""The face engine: detect -> align -> quality gate -> embed, for frames and photos."""
+"""The face engine: detect -> landmarks -> align -> quality gate -> embed."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
 from typing import Final, Literal
 
 from facegate.errors import BadInputError, ManyFacesError, NoFaceError
-from facegate.vision.align import Aligner
+from facegate.vision.align import LEFT_EYE_XY, RIGHT_EYE_XY, Aligner
 from facegate.vision.detector import FULL_RANGE, SHORT_RANGE, BlazeFaceDetector
-from facegate.vision.embedder import FaceNetEmbedder
+from facegate.vision.embedder import FaceNetEmbedder, file_sha256
+from facegate.vision.landmarks import FaceMeshLandmarker
 from facegate.vision.quality import DEFAULT_GATE, QualityGate, QualityMeter
 from facegate.vision.runtime import runtime_name
-from facegate.vision.types import Detection, FaceEncoding, FloatArray, ImageArray
+from facegate.vision.types import Detection, FaceEncoding, FaceQuality, FloatArray, ImageArray
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +27,7 @@ INSTALLED_MODELS_DIR: Final = Path("/opt/facegate/models")
 MODEL_FILES: Final = {
     "detector_short": "blazeface_short_range.tflite",
     "detector_full": "blazeface_full_range.tflite",
+    "landmarks": "face_landmark.tflite",
     "int8": "facenet_int8.tflite",
     "float32": "facenet_float32.tflite",
 }
@@ -36,14 +39,17 @@ class FaceEngine:
     def __init__(
         self,
         detector: BlazeFaceDetector,
+        landmarker: FaceMeshLandmarker,
         embedder: FaceNetEmbedder,
         fallback_detector: BlazeFaceDetector | None = None,
         gate: QualityGate = DEFAULT_GATE,
     ) -> None:
         self.detector = detector
         self.fallback_detector = fallback_detector
+        self.landmarker = landmarker
         self.embedder = embedder
         self.gate = gate
+        self.fingerprint = _combine(embedder.fingerprint, landmarker.fingerprint)
         self.runtime = runtime_name()
         self._aligner = Aligner()
         self._meter = QualityMeter()
@@ -68,14 +74,10 @@ class FaceEngine:
             if full_range_fallback
             else None
         )
+        landmarker = FaceMeshLandmarker(models_dir / MODEL_FILES["landmarks"], threads)
         net = FaceNetEmbedder(models_dir / MODEL_FILES[embedder], threads)
         logger.info("face engine ready: %s embedder on %s", embedder, runtime_name())
-        return cls(detector, net, fallback, gate)
-
-    @property
-    def fingerprint(self) -> str:
-        """sha256 of the embedder file: embeddings are only comparable within one model."""
-        return self.embedder.fingerprint
+        return cls(detector, landmarker, net, fallback, gate)
 
     def detect(self, image: ImageArray) -> list[Detection]:
         """Faces in the frame, largest first. Falls back to the full-range model (faces
@@ -86,9 +88,13 @@ class FaceEngine:
         return sorted(faces, key=lambda d: d.width, reverse=True)
 
     def encode_detection(self, image: ImageArray, detection: Detection) -> FaceEncoding:
-        """Align, gate and (if usable) embed one detected face."""
-        crop = self._aligner.align(image, detection)
-        quality = self._meter.measure(crop, detection, self.gate)
+        """Locate landmarks, align, gate and (if usable) embed one detected face."""
+        if too_small := self.gate.size_problem(detection.width):
+            unmeasured = FaceQuality(detection.width, 0.0, False, too_small)
+            return FaceEncoding(detection, unmeasured, None)
+        landmarks = self.landmarker.locate(image, detection)
+        crop = self._aligner.align(image, landmarks)
+        quality = self._meter.measure(crop, detection.width, landmarks.yaw_deg, self.gate)
         embedding: FloatArray | None = self.embedder.embed(crop) if quality.usable else None
         return FaceEncoding(detection, quality, embedding)
 
@@ -107,6 +113,22 @@ class FaceEngine:
         if not usable:
             raise BadInputError(source, faces[0].quality.reason)
         return usable[0]
+
+
+def pipeline_fingerprint(models_dir: Path, embedder: EmbedderKind) -> str:
+    """FaceEngine.fingerprint from the model files alone, without loading them."""
+    return _combine(
+        file_sha256(Path(models_dir) / MODEL_FILES[embedder]),
+        file_sha256(Path(models_dir) / MODEL_FILES["landmarks"]),
+    )
+
+
+def _combine(embedder_sha256: str, landmarks_sha256: str) -> str:
+    """Embeddings are comparable only when the embedder, the landmark model that places the
+    eyes and the eye template are all the same: a gallery made with any other combination
+    must be re-enrolled, and this digest is how it is recognised."""
+    template = f"{RIGHT_EYE_XY}{LEFT_EYE_XY}"
+    return hashlib.sha256(f"{embedder_sha256}:{landmarks_sha256}:{template}".encode()).hexdigest()
 
 
 def default_models_dir() -> Path:

@@ -35,6 +35,15 @@ class Detection:
 
 
 @dataclass(frozen=True, slots=True)
+class FaceLandmarks:
+    """Eye centres in frame pixels and the head's yaw in degrees (0 = facing the camera)."""
+
+    right_eye: tuple[float, float]
+    left_eye: tuple[float, float]
+    yaw_deg: float
+
+
+@dataclass(frozen=True, slots=True)
 class FaceQuality:
     """Why a face may be too poor to embed: size in pixels, sharpness, head turn."""
 
