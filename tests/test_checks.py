@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
 from facegate.cli import main
+from facegate.vision.engine import MODEL_FILES
 from scenes import empty_frame, write_config, write_enrollment, write_folder, write_key
 
 
@@ -55,3 +57,25 @@ def test_each_missing_piece_is_named(
     assert main(["check-config", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert field in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("landmarks", "message"), [("absent", "model file missing"),
+                                                    ("a folder", "unreadable")])  # fmt: skip
+def test_a_missing_or_unreadable_landmark_model_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], models_dir: Path,
+    landmarks: str, message: str,
+) -> None:  # fmt: skip
+    """The daemon cannot align faces without the landmark model: refuse before it starts."""
+    config = make_site(tmp_path)
+    partial = tmp_path / "models"
+    partial.mkdir()
+    for name in (MODEL_FILES["detector_short"], MODEL_FILES["int8"]):
+        (partial / name).symlink_to(models_dir / name)
+    if landmarks == "a folder":
+        (partial / MODEL_FILES["landmarks"]).mkdir()
+    text = re.sub(r"models: \{dir: '[^']*'", f"models: {{dir: '{partial}'", config.read_text())
+    config.write_text(text)
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{partial / MODEL_FILES['landmarks']}: {message}" in err
+    assert "models.dir" in err and "Traceback" not in err

@@ -168,10 +168,16 @@ def test_rolled_head_gives_the_same_embedding(engine: FaceEngine) -> None:
     assert float(np.linalg.norm(upright - rolled)) < 0.35
 
 
-def test_fingerprint_covers_embedder_landmarks_and_template(
-    engine: FaceEngine, models_dir: Path
+def test_fingerprint_covers_embedder_landmarks_and_alignment(
+    engine: FaceEngine, models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A gallery from the embedder alone (or another landmark model) is not comparable."""
+    """A gallery made with another embedder, landmark model or eye template is refused."""
+    from facegate.vision import engine as engine_module
+
     assert pipeline_fingerprint(models_dir, "int8") == engine.fingerprint
     assert pipeline_fingerprint(models_dir, "float32") != engine.fingerprint
-    assert engine.fingerprint not in (engine.embedder.fingerprint, engine.landmarker.fingerprint)
+    embedder_sha, landmarks_sha = engine.embedder.fingerprint, engine.landmarker.fingerprint
+    assert engine_module._combine(embedder_sha, landmarks_sha) == engine.fingerprint
+    assert engine_module._combine(embedder_sha, "0" * 64) != engine.fingerprint
+    monkeypatch.setattr(engine_module, "RIGHT_EYE_XY", (0.30, 0.40))
+    assert engine_module._combine(embedder_sha, landmarks_sha) != engine.fingerprint

@@ -15,6 +15,8 @@ from facegate.vision.quality import QualityGate
 
 #: train/elton_john, sorted: a three-quarter view (face_recognition finds no face in it).
 TURNED_ELTON_INDEX = 6
+#: train/madonna, sorted: a birthday photo in which BlazeFace also finds a "face" in her hair.
+MADONNA_WITH_HAIR_BLOB_INDEX = 18
 
 
 def head_turned(yaw_deg: float, pitch_deg: float = 0.0, roll_deg: float = 0.0) -> np.ndarray:
@@ -49,21 +51,26 @@ def test_gate_reasons_in_order() -> None:
     assert "blurred" in gate.problem(100, 5, 10)
     assert "turned" in gate.problem(100, 50, 35)
     assert QualityGate(max_yaw_deg=90).problem(100, 50, 89) == ""
+    # A broken measurement (NaN) never passes.
+    nan = float("nan")
+    assert "too small" in gate.problem(nan, 50, 10)
+    assert "blurred" in gate.problem(100, nan, 10)
+    assert "turned" in gate.problem(100, 50, nan)
 
 
-def test_turned_face_is_detected_but_not_embedded(engine: FaceEngine) -> None:
+def test_yaw_is_mirror_symmetric_and_gated_at_the_configured_limit(engine: FaceEngine) -> None:
     image = load_image(celeb_image("madonna", index=2))
-    frontal = engine.encode(image)[0]
-    assert frontal.quality.usable and frontal.quality.yaw_deg < 30
+    yaw = engine.encode(image)[0].quality.yaw_deg
+    assert 2.0 < yaw < 30.0
     # The mirror image is turned by the same amount the other way.
     mirrored = engine.encode(np.ascontiguousarray(image[:, ::-1]))[0]
-    assert mirrored.quality.yaw_deg == pytest.approx(frontal.quality.yaw_deg, abs=5.0)
-    strict = FaceEngine(
-        engine.detector, engine.landmarker, engine.embedder, None, QualityGate(max_yaw_deg=0.0)
-    )
-    rejected = strict.encode(image)[0]
-    assert rejected.embedding is None
-    assert "turned" in rejected.quality.reason
+    assert mirrored.quality.yaw_deg == pytest.approx(yaw, abs=3.0)
+    for limit, usable in ((yaw - 1.0, False), (yaw + 1.0, True)):
+        gate = QualityGate(max_yaw_deg=limit)
+        face = FaceEngine(engine.detector, engine.landmarker, engine.embedder, None, gate)
+        encoded = face.encode(image)[0]
+        assert (encoded.embedding is not None) is usable
+        assert ("turned" in encoded.quality.reason) is not usable
 
 
 def test_profile_photo_is_refused_and_frontal_one_passes(engine: FaceEngine) -> None:
@@ -91,3 +98,16 @@ def test_tiny_face_is_refused_before_the_landmark_model_runs(
     monkeypatch.setattr(small.landmarker, "locate", must_not_run)
     face = small.encode_detection(image, detection)
     assert "too small" in face.quality.reason and face.embedding is None
+
+
+def test_detection_the_landmark_model_rejects_is_not_a_face(engine: FaceEngine) -> None:
+    """BlazeFace also fires on a clump of hair beside Madonna's face in this photo; the
+    landmark model's face score refuses it, so the photo enrolls with its one real face."""
+    image = load_image(celeb_image("madonna", "train", index=MADONNA_WITH_HAIR_BLOB_INDEX))
+    faces = engine.encode(image)
+    assert len(faces) == 2
+    real, blob = faces
+    assert real.embedding is not None
+    assert blob.embedding is None and "not a face" in blob.quality.reason
+    assert math.isnan(blob.quality.yaw_deg)
+    assert engine.encode_one(image, "madonna").embedding is not None

@@ -377,7 +377,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         ]
         fr_cell = f"{fr_stages[stage]['p50']:.1f}" if stage in fr_stages else "-"
         if stage == "embed" and fr:
-            fr_cell += " (landmarks + ResNet)"
+            fr_cell += " (dlib's 5-point landmarks + ResNet, one call)"
         lines.append(f"| {stage} ms p50 | " + " | ".join(cells) + f" | {fr_cell} |")
     cells = [f"**{x['frame_ms']['p50']:.1f}** (p95 {x['frame_ms']['p95']:.1f})"
              for x in r["facegate"]]  # fmt: skip

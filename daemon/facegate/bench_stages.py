@@ -166,6 +166,7 @@ def run_stages(
         "embedder": embedder,
         "threads_embedder": threads,
         "threads_detector": threads,
+        "threads_landmarks": threads,
         "iterations": iterations,
         "frames": len(frames),
         "model_load_ms": load_ms,

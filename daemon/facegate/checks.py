@@ -76,12 +76,15 @@ def _check_writable(folder: Path, config_path: Path, field: str) -> None:
 def _check_models(config: FacegateConfig, config_path: Path) -> None:
     needed = [MODEL_FILES[k] for k in ("detector_short", "landmarks", config.models.embedder)]
     for name in needed:
-        if not (config.models.dir / name).is_file():
+        path = config.models.dir / name
+        try:
+            with path.open("rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            problem = "model file missing" if not path.exists() else f"unreadable ({exc.strerror})"
             raise ConfigError(
-                config_path,
-                f"{config.models.dir / name}: model file missing (build with `make models`)",
-                field="models.dir",
-            )
+                config_path, f"{path}: {problem} (build with `make models`)", field="models.dir"
+            ) from None
 
 
 def _gallery_warnings(config: FacegateConfig) -> list[str]:

@@ -54,7 +54,7 @@ class LazyEngine:
             self.fingerprint = pipeline_fingerprint(Path(models_dir), embedder)
         except OSError as exc:
             raise ModelError(
-                f"{exc.filename}: cannot read the model ({exc.strerror}): "
+                f"{exc.filename or models_dir}: cannot read the model ({exc.strerror}): "
                 "build it with `make models` or point --models at the folder"
             ) from None
         self._engine: FaceEngine | None = None

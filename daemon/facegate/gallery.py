@@ -170,7 +170,8 @@ class Gallery:
         """Read and validate a gallery; fail closed with a GalleryError naming the fix.
 
         `expected_fingerprint` None skips the model check (enroll reads any gallery to reuse
-        what it can); the daemon always passes its embedder's fingerprint.
+        what it can); the daemon always passes its engine's fingerprint (embedder, landmark
+        model and alignment).
         """
         where = Path(path)
         buf = _map_file(where)
@@ -524,7 +525,7 @@ def _check_fingerprint(meta: Mapping[str, Any], expected: str) -> None:
     if meta.get("fingerprint") != expected:
         raise GalleryError(
             f"the gallery was built with another model (fingerprint "
-            f"{str(meta.get('fingerprint'))[:12]}, this embedder is {expected[:12]}): "
+            f"{str(meta.get('fingerprint'))[:12]}, this engine is {expected[:12]}): "
             f"{FIX_COMMAND}"
         )
 

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Final, Literal
 
 from facegate.errors import BadInputError, ManyFacesError, NoFaceError
-from facegate.vision.align import LEFT_EYE_XY, RIGHT_EYE_XY, Aligner
+from facegate.vision.align import FACE_PX, LEFT_EYE_XY, RIGHT_EYE_XY, Aligner
 from facegate.vision.detector import FULL_RANGE, SHORT_RANGE, BlazeFaceDetector
 from facegate.vision.embedder import FaceNetEmbedder, file_sha256
-from facegate.vision.landmarks import FaceMeshLandmarker
+from facegate.vision.landmarks import (
+    LEFT_EYE,
+    MESH_PX,
+    MIN_FACE_SCORE,
+    RIGHT_EYE,
+    ROI_SCALE,
+    FaceMeshLandmarker,
+)
 from facegate.vision.quality import DEFAULT_GATE, QualityGate, QualityMeter
 from facegate.vision.runtime import runtime_name
 from facegate.vision.types import Detection, FaceEncoding, FaceQuality, FloatArray, ImageArray
@@ -90,9 +98,14 @@ class FaceEngine:
     def encode_detection(self, image: ImageArray, detection: Detection) -> FaceEncoding:
         """Locate landmarks, align, gate and (if usable) embed one detected face."""
         if too_small := self.gate.size_problem(detection.width):
-            unmeasured = FaceQuality(detection.width, 0.0, False, too_small)
-            return FaceEncoding(detection, unmeasured, None)
+            return _refused(detection, too_small)
         landmarks = self.landmarker.locate(image, detection)
+        if landmarks.face_score < MIN_FACE_SCORE:
+            return _refused(
+                detection,
+                f"not a face to the landmark model (score {landmarks.face_score:.3f} "
+                f"< {MIN_FACE_SCORE})",
+            )
         crop = self._aligner.align(image, landmarks)
         quality = self._meter.measure(crop, detection.width, landmarks.yaw_deg, self.gate)
         embedding: FloatArray | None = self.embedder.embed(crop) if quality.usable else None
@@ -115,6 +128,13 @@ class FaceEngine:
         return usable[0]
 
 
+def _refused(detection: Detection, reason: str) -> FaceEncoding:
+    """A detection turned away before it was measured: sharpness and yaw unknown (NaN)."""
+    return FaceEncoding(
+        detection, FaceQuality(detection.width, math.nan, False, reason, math.nan), None
+    )
+
+
 def pipeline_fingerprint(models_dir: Path, embedder: EmbedderKind) -> str:
     """FaceEngine.fingerprint from the model files alone, without loading them."""
     return _combine(
@@ -123,12 +143,17 @@ def pipeline_fingerprint(models_dir: Path, embedder: EmbedderKind) -> str:
     )
 
 
+def alignment_parameters() -> str:
+    """Every constant that decides where a face lands in the embedder's crop."""
+    return repr((FACE_PX, RIGHT_EYE_XY, LEFT_EYE_XY, MESH_PX, ROI_SCALE, RIGHT_EYE, LEFT_EYE))
+
+
 def _combine(embedder_sha256: str, landmarks_sha256: str) -> str:
     """Embeddings are comparable only when the embedder, the landmark model that places the
-    eyes and the eye template are all the same: a gallery made with any other combination
-    must be re-enrolled, and this digest is how it is recognised."""
-    template = f"{RIGHT_EYE_XY}{LEFT_EYE_XY}"
-    return hashlib.sha256(f"{embedder_sha256}:{landmarks_sha256}:{template}".encode()).hexdigest()
+    eyes and the alignment are all the same: a gallery made with any other combination must
+    be re-enrolled, and this digest is how it is recognised."""
+    parts = f"{embedder_sha256}:{landmarks_sha256}:{alignment_parameters()}"
+    return hashlib.sha256(parts.encode()).hexdigest()
 
 
 def default_models_dir() -> Path:

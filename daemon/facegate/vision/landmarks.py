@@ -24,6 +24,10 @@ from facegate.vision.types import Detection, FaceLandmarks, FloatArray, ImageArr
 
 MESH_PX: Final = 192
 MESH_POINTS: Final = 468
+#: FaceMesh's second output says whether the crop holds a face at all. MediaPipe drops its
+#: tracked face below 0.5 (min_tracking_confidence); we refuse such detections the same way:
+#: BlazeFace's false positives (hair, dark background) score below 0.001.
+MIN_FACE_SCORE: Final = 0.5
 #: MediaPipe's face_detection_to_roi: a square 1.5x the detection box, turned upright by
 #: the eye keypoints: the framing the mesh model was trained on.
 ROI_SCALE: Final = 1.5
@@ -70,10 +74,12 @@ class FaceMeshLandmarker:
             raise ValueError(f"{model_path}: expected input (1, {MESH_PX}, {MESH_PX}, 3)")
         self._input_index = int(detail["index"])
         self._points_index = output_by_shape(self._interpreter, MESH_POINTS * 3)
+        self._score_index = output_by_shape(self._interpreter, 1)
         self._roi = np.zeros((MESH_PX, MESH_PX, 3), dtype=np.uint8)
         self._tensor = np.zeros((1, MESH_PX, MESH_PX, 3), dtype=np.float32)
 
     def locate(self, image: ImageArray, detection: Detection) -> FaceLandmarks:
+        """Eye centres (frame pixels), yaw and face presence for one detection."""
         to_roi = roi_transform(detection)
         # Outside the frame is black, as in MediaPipe's image_to_tensor.
         cv2.warpAffine(
@@ -84,10 +90,12 @@ class FaceMeshLandmarker:
         self._interpreter.set_tensor(self._input_index, self._tensor)
         self._interpreter.invoke()
         points = self._interpreter.get_tensor(self._points_index).reshape(MESH_POINTS, 3)
+        raw_score = float(self._interpreter.get_tensor(self._score_index).reshape(-1)[0])
         eyes_roi = points[_EYE_INDEX, :2].mean(axis=1, dtype=np.float32)
         eyes = cv2.transform(eyes_roi[None], cv2.invertAffineTransform(to_roi))[0]
         return FaceLandmarks(
             right_eye=(float(eyes[0, 0]), float(eyes[0, 1])),
             left_eye=(float(eyes[1, 0]), float(eyes[1, 1])),
             yaw_deg=yaw_from_mesh(points),
+            face_score=1.0 / (1.0 + math.exp(-min(max(raw_score, -80.0), 80.0))),
         )

@@ -36,7 +36,8 @@ class QualityGate:
 
     def size_problem(self, face_px: float) -> str:
         """Checked first, on the detection alone: a too-small face costs no landmark run."""
-        if face_px < self.min_face_px:
+        # Written as "not >=" so that NaN (a broken measurement) fails: fail closed.
+        if not face_px >= self.min_face_px:
             return f"face too small ({face_px:.0f} px < {self.min_face_px:.0f} px)"
         return ""
 
@@ -44,9 +45,9 @@ class QualityGate:
         """Why a face with these measures is unusable, or "" if it passes."""
         if too_small := self.size_problem(face_px):
             return too_small
-        if sharpness < self.min_sharpness:
+        if not sharpness >= self.min_sharpness:
             return f"face too blurred (sharpness {sharpness:.0f} < {self.min_sharpness:.0f})"
-        if yaw_deg > self.max_yaw_deg:
+        if not yaw_deg <= self.max_yaw_deg:
             return f"head turned too far ({yaw_deg:.0f} deg > {self.max_yaw_deg:.0f} deg)"
         return ""
 

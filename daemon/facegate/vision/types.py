@@ -36,11 +36,13 @@ class Detection:
 
 @dataclass(frozen=True, slots=True)
 class FaceLandmarks:
-    """Eye centres in frame pixels and the head's yaw in degrees (0 = facing the camera)."""
+    """Eye centres in frame pixels, the head's yaw in degrees (0 = facing the camera) and
+    the landmark model's probability that there is a face at all."""
 
     right_eye: tuple[float, float]
     left_eye: tuple[float, float]
     yaw_deg: float
+    face_score: float
 
 
 @dataclass(frozen=True, slots=True)
