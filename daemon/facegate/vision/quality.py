@@ -57,16 +57,20 @@ DEFAULT_GATE: Final = QualityGate()
 
 
 class QualityMeter:
-    """Measures aligned faces with a reused grey buffer; one per pipeline thread."""
+    """Measures aligned faces with reused buffers; one per pipeline thread."""
 
     def __init__(self) -> None:
         self._gray = np.zeros((FACE_PX, FACE_PX), dtype=np.uint8)
+        self._laplacian = np.zeros((FACE_PX, FACE_PX), dtype=np.float32)
 
     def measure(
         self, crop: ImageArray, face_px: float, yaw_deg: float, gate: QualityGate
     ) -> FaceQuality:
         """Size (box width, frame pixels), sharpness (variance of the Laplacian), yaw."""
         cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY, dst=self._gray)
-        sharpness = float(cv2.Laplacian(self._gray, cv2.CV_32F).var())
+        cv2.Laplacian(self._gray, cv2.CV_32F, dst=self._laplacian)
+        # OpenCV's one-pass mean/std: no temporaries, half the time of ndarray.var().
+        _, std = cv2.meanStdDev(self._laplacian)
+        sharpness = float(std[0, 0]) ** 2
         reason = gate.problem(face_px, sharpness, yaw_deg)
         return FaceQuality(face_px, sharpness, not reason, reason, yaw_deg)
