@@ -59,6 +59,21 @@ def test_each_missing_piece_is_named(
     assert field in err and "Traceback" not in err
 
 
+def test_a_bad_per_door_key_names_its_camera(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_site(tmp_path)
+    text = config.read_text().replace(
+        "source: 'camera/'", "source: 'camera/', signing_key_file: front.key"
+    )
+    assert "front.key" in text
+    config.write_text(text)
+    (tmp_path / "front.key").write_text("not hex\n")
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "front.key" in err and "cameras[0].signing_key_file" in err and "not hex" in err
+
+
 @pytest.mark.parametrize(("landmarks", "message"), [("absent", "model file missing"),
                                                     ("a folder", "unreadable")])  # fmt: skip
 def test_a_missing_or_unreadable_landmark_model_is_named(

@@ -465,3 +465,16 @@ def test_confirm_frames_above_default_window(tmp_path: Path) -> None:
     text = BASE.replace("  window: 5\n", "").replace("confirm_frames: 3", "confirm_frames: 6")
     message = str(load_error(write(tmp_path, text)))
     assert message.startswith(f"{tmp_path / 'facegate.yaml'}:9: recognition.window: window must")
+
+
+def test_a_door_may_sign_with_its_own_key(tmp_path: Path) -> None:
+    """cameras[].signing_key_file overrides the shared mqtt key for that door only."""
+    text = BASE.replace(
+        "    rotate: 0\n",
+        "    rotate: 0\n    signing_key_file: keys/front.key\n  - door: garage\n    source: 1\n",
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.signing_key_sources() == {
+        "front": (tmp_path / "keys/front.key", "cameras[0].signing_key_file"),
+        "garage": (tmp_path / "hmac.key", "mqtt.signing_key_file"),
+    }

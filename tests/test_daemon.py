@@ -430,6 +430,47 @@ def test_stranger_gets_unknown_events_and_no_unlock(
     assert not [d for d in daemon.decisions() if d["kind"] == "granted"]
 
 
+def test_each_door_signs_its_unlocks_with_its_own_key(
+    mosquitto: MosquittoBroker, tmp_path: Path, daemons: list[Daemon], subscribers: list[Subscriber]
+) -> None:
+    """front has its own key, garage uses the shared one: a leaked garage controller key
+    (or the shared key) cannot produce or accept a front-door unlock."""
+    shared = load_signing_key(write_key(tmp_path / "hmac.key"))
+    front = load_signing_key(write_key(tmp_path / "front.key"))
+    assert front != shared
+    (tmp_path / "journal").mkdir()
+    write_enrollment(tmp_path / "enrollment.yaml", {RESIDENT: [DOOR, "garage"]})
+    write_folder(tmp_path / "camera", face(RESIDENT))
+    camera = {"source": "camera/", "fps": 10, "loop": True}
+    config = write_config(
+        tmp_path / "facegate.yaml", port=mosquitto.port, recognition=FAST,
+        cameras=[{"door": DOOR, **camera, "signing_key_file": "front.key"},
+                 {"door": "garage", **camera}],
+    )  # fmt: skip
+    sub = Subscriber(mosquitto.host, mosquitto.port)
+    subscribers.append(sub)
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_ready()
+    sub.wait_for(
+        lambda s: bool(s.on("unlock", DOOR)) and bool(s.on("unlock", "garage")),
+        what="an unlock at each door",
+    )
+    assert daemon.terminate() == 0
+    front_unlock = sub.on("unlock", DOOR)[0]
+    garage_unlock = sub.on("unlock", "garage")[0]
+    at = front_unlock.at
+    assert UnlockVerifier(front, DOOR, clock=lambda: at).verify(front_unlock.payload)
+    at_garage = garage_unlock.at
+    verified = UnlockVerifier(shared, "garage", clock=lambda: at_garage).verify(
+        garage_unlock.payload
+    )
+    assert verified.person == RESIDENT
+    with pytest.raises(UnlockRejected) as rejected:
+        UnlockVerifier(shared, DOOR, clock=lambda: at).verify(front_unlock.payload)
+    assert rejected.value.reason == "bad_signature"
+
+
 # -- 3: broker outage ---------------------------------------------------------------------
 
 

@@ -25,7 +25,13 @@ from paho.mqtt.properties import Properties
 from broker import MosquittoBroker
 from facegate.config.mqtt import MqttConfig
 from facegate.errors import BadInputError
-from facegate.mqtt import MqttPublisher, UnlockVerifier, VerifyRequest, new_event_id
+from facegate.mqtt import (
+    MqttPublisher,
+    UnlockRejected,
+    UnlockVerifier,
+    VerifyRequest,
+    new_event_id,
+)
 from facegate.mqtt import client as mqtt_client
 from facegate.mqtt.journal import Journal, JournalEntry
 
@@ -279,6 +285,45 @@ def test_unlock_signed_with_message_expiry(
     subscribers.append(fresh)
     time.sleep(0.3)
     assert fresh.messages == []
+
+
+def test_each_door_signs_with_its_own_key(
+    mosquitto: MosquittoBroker,
+    tmp_path: Path,
+    publishers: list[MqttPublisher],
+    subscribers: list[Subscriber],
+) -> None:
+    """With per-door keys, a controller holding the garage key cannot accept (or forge) an
+    unlock of the front door."""
+    front_key, garage_key = bytes(range(50, 82)), bytes(range(100, 132))
+    assert KEY not in (front_key, garage_key)
+    config = make_config(mosquitto, tmp_path)
+    sub = Subscriber(mosquitto, [f"{PREFIX}/front/unlock", f"{PREFIX}/garage/unlock"])
+    subscribers.append(sub)
+    pub = MqttPublisher(
+        config, device="pi", doors=("front", "garage"), journal_dir=tmp_path / "journal",
+        signing_keys={"front": front_key, "garage": garage_key},
+    )  # fmt: skip
+    publishers.append(pub)
+    pub.start()
+    assert pub.wait_connected(WAIT_S)
+    pub.publish_unlock("front", "alice", new_event_id())
+    pub.publish_unlock("garage", "alice", new_event_id())
+    got = {m.topic.split("/")[1]: bytes(m.payload) for m in sub.wait_for(lambda ms: len(ms) >= 2)}
+    assert UnlockVerifier(front_key, "front").verify(got["front"]).person == "alice"
+    assert UnlockVerifier(garage_key, "garage").verify(got["garage"]).person == "alice"
+    for key in (garage_key, KEY):  # the other door's key, the shared key
+        with pytest.raises(UnlockRejected) as rejected:
+            UnlockVerifier(key, "front").verify(got["front"])
+        assert rejected.value.reason == "bad_signature"
+
+
+def test_a_door_without_a_key_is_refused(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="garage"):
+        MqttPublisher(
+            make_config(mosquitto, tmp_path), device="pi", doors=("front", "garage"),
+            journal_dir=tmp_path / "journal", signing_keys={"front": KEY},
+        )  # fmt: skip
 
 
 def test_unlock_seq_increases_across_restart(

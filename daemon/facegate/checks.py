@@ -15,7 +15,7 @@ from facegate.config import FacegateConfig, load_config, load_enrollment
 from facegate.config.enrollment import door_ids
 from facegate.errors import BadInputError, ConfigError, GalleryError
 from facegate.gallery import Gallery
-from facegate.mqtt import load_signing_key
+from facegate.mqtt import load_door_keys
 from facegate.vision.engine import MODEL_FILES, pipeline_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def check_all(config_path: Path) -> CheckReport:
     config = load_config(config_path)
     _check_cameras(config, config_path)
     _check_models(config, config_path)
-    load_signing_key(config.mqtt.signing_key_file)
+    load_door_keys(config.signing_key_sources())
     for name in ("ca_file", "cert_file", "key_file"):
         tls_path = getattr(config.mqtt.tls, name, None) if config.mqtt.tls else None
         if tls_path is not None and not Path(tls_path).is_file():

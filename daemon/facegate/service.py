@@ -26,7 +26,7 @@ from facegate.enroll import enroll
 from facegate.errors import FacegateError
 from facegate.gallery import Gallery
 from facegate.matching import Matcher
-from facegate.mqtt import DoorBus, MqttPublisher, VerifyRequest
+from facegate.mqtt import DoorBus, MqttPublisher, VerifyRequest, load_door_keys
 from facegate.policy import ClaimOutcome, Decision, DoorPolicy, FaceObservation
 from facegate.vision.engine import FaceEngine
 from facegate.vision.quality import QualityGate
@@ -124,7 +124,11 @@ class Service:
     @staticmethod
     def _make_bus(config: FacegateConfig) -> MqttPublisher:
         return MqttPublisher(
-            config.mqtt, device=config.device, doors=config.door_ids, journal_dir=config.journal
+            config.mqtt,
+            device=config.device,
+            doors=config.door_ids,
+            journal_dir=config.journal,
+            signing_keys=load_door_keys(config.signing_key_sources()),
         )
 
     def _install_signal_handlers(self) -> None:

@@ -20,7 +20,7 @@ from facegate.config.mqtt import MqttConfig
 
 DOOR_ID_PATTERN: Final = r"^[a-z0-9_-]{1,32}$"
 URL_SCHEMES: Final = frozenset({"rtsp", "rtsps", "http", "https"})
-# On the 5-celebrity data (int8) the equal-error point is L2 ~1.25 (3% of strangers in) and
+# On the 5-celebrity data (int8) the equal-error point is L2 ~1.2 (2% of strangers in) and
 # 1 impostor pair in 1000 is accepted from L2 ~1.1: no door may be configured looser than that.
 MAX_THRESHOLD: Final = 1.1
 
@@ -118,6 +118,14 @@ class CameraConfig(BaseModel):
     rotate: Literal[0, 90, 180, 270] = Field(
         default=0, description="clockwise rotation of the image, degrees"
     )
+    signing_key_file: Path | None = Field(
+        default=None,
+        description=(
+            "this door's own hex HMAC unlock key (default: mqtt.signing_key_file); with one key"
+            " per door, a controller that leaks its key cannot forge another door's unlocks."
+            " Key changes need a restart"
+        ),
+    )
 
     @field_validator("source", mode="before")
     @classmethod
@@ -138,7 +146,7 @@ class RecognitionConfig(BaseModel):
         description=(
             "accept when the L2 distance between unit embeddings (0 same .. 2 opposite) is at"
             f" most this; (0, {MAX_THRESHOLD}]. Looser values are refused: from L2 1.1 one"
-            " impostor pair in 1000 is accepted, and the equal-error point (L2 ~1.25, 3% of"
+            " impostor pair in 1000 is accepted, and the equal-error point (L2 ~1.2, 2% of"
             " strangers accepted) is never safe for a door; at 0.9 no impostor pair was accepted"
         ),
     )
@@ -284,6 +292,15 @@ class FacegateConfig(BaseModel):
     @property
     def door_ids(self) -> tuple[str, ...]:
         return tuple(camera.door for camera in self.cameras)
+
+    def signing_key_sources(self) -> dict[str, tuple[Path, str]]:
+        """door -> (file of the key that signs its unlocks, the config field naming it)."""
+        return {
+            camera.door: (camera.signing_key_file, f"cameras[{i}].signing_key_file")
+            if camera.signing_key_file is not None
+            else (self.mqtt.signing_key_file, "mqtt.signing_key_file")
+            for i, camera in enumerate(self.cameras)
+        }
 
 
 _SECTIONS: Final = frozenset({"recognition", "models", "watchdog"})

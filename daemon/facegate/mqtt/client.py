@@ -93,7 +93,7 @@ class MqttPublisher(DoorBus):
         device: str,
         doors: Sequence[str],
         journal_dir: Path,
-        signing_key: bytes | None = None,
+        signing_keys: Mapping[str, bytes] | None = None,
         clock: Callable[[], float] = time.time,
         journal_max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
@@ -106,9 +106,13 @@ class MqttPublisher(DoorBus):
         self._doors = tuple(doors)
         self._prefix = config.topic_prefix
         self._clock = clock
-        self._key = (
-            signing_key if signing_key is not None else load_signing_key(config.signing_key_file)
-        )
+        # door -> unlock key; without per-door keys every door signs with the shared one.
+        if signing_keys is None:
+            shared = load_signing_key(config.signing_key_file)
+            signing_keys = {door: shared for door in self._doors}
+        if missing := set(self._doors) - set(signing_keys):
+            raise ValueError(f"no signing key for doors {sorted(missing)}")
+        self._keys = dict(signing_keys)
         self._journal = Journal(
             journal_dir,
             max_entries=config.journal_max_entries,
@@ -168,7 +172,8 @@ class MqttPublisher(DoorBus):
             except OSError as exc:
                 self._journal_failed(EntryKind.UNLOCK, topic(self._prefix, door, "unlock"), exc)
                 return {}
-            payload = build_unlock(self._key, door, person, event_id, seq, self._clock(), ttl)
+            key = self._keys[door]
+            payload = build_unlock(key, door, person, event_id, seq, self._clock(), ttl)
             expires_at = payload["expires_at"]
             assert isinstance(expires_at, float)
             if not self._submit(

@@ -51,29 +51,36 @@ def signature_valid(payload: Mapping[str, object], key: bytes) -> bool:
     return hmac.compare_digest(sign(payload, key), sig)
 
 
-def load_signing_key(path: Path) -> bytes:
-    """Read a hex key file; BadInputError naming the file if it is unusable."""
+def load_signing_key(path: Path, field: str = "mqtt.signing_key_file") -> bytes:
+    """Read a hex key file; BadInputError naming the file and config field if unusable."""
     try:
         text = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
-        raise BadInputError(path, "signing key file not found", field="signing_key_file") from None
+        raise BadInputError(path, "signing key file not found", field=field) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(
-            path, f"cannot read signing key: {exc}", field="signing_key_file"
-        ) from None
+        raise BadInputError(path, f"cannot read signing key: {exc}", field=field) from None
     try:
         key = bytes.fromhex(text)
     except ValueError:
         # Never echo the file content: it is (almost) a secret.
-        raise BadInputError(path, "signing key is not hex", field="signing_key_file") from None
+        raise BadInputError(path, "signing key is not hex", field=field) from None
     if len(key) < MIN_KEY_BYTES:
         raise BadInputError(
-            path,
-            f"signing key has {len(key)} bytes, need at least {MIN_KEY_BYTES}",
-            field="signing_key_file",
+            path, f"signing key has {len(key)} bytes, need at least {MIN_KEY_BYTES}", field=field
         )
     _warn_if_readable_by_others(path)
     return key
+
+
+def load_door_keys(sources: Mapping[str, tuple[Path, str]]) -> dict[str, bytes]:
+    """door -> key, from door -> (key file, config field naming it); each file read once."""
+    loaded: dict[Path, bytes] = {}
+    keys: dict[str, bytes] = {}
+    for door, (path, field) in sources.items():
+        if path not in loaded:
+            loaded[path] = load_signing_key(path, field)
+        keys[door] = loaded[path]
+    return keys
 
 
 def _warn_if_readable_by_others(path: Path) -> None:
