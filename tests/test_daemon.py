@@ -560,6 +560,19 @@ def test_sighup_enrolls_a_new_person_without_restart(
     daemon.wait_log(r"reload failed, keeping the previous configuration", WAIT_S, start=mark)
     after = time.time()
     sub.wait_for(lambda s: granted(s, LATE_RESIDENT, after=after), what="grant after bad reload")
+    # A new key on reload is not taken (keys change on restart), and the log says so.
+    site.config.write_text(original)
+    write_key(site.dir / "hmac.key")
+    mark = len(daemon.log())
+    os.kill(daemon.pid, signal.SIGHUP)
+    daemon.wait_log(r"signing key changes need a restart", WAIT_S, start=mark)
+    after = time.time()
+    sub.wait_for(
+        lambda s: any(u["person"] == LATE_RESIDENT and u["ts"] > after for u in s.unlocks()),
+        what="unlock after key change",
+    )
+    newest = [u for u in sub.on("unlock") if u.json()["ts"] > after][-1]
+    assert UnlockVerifier(site.key, DOOR, clock=lambda: newest.at).verify(newest.payload)
     assert daemon.proc.poll() is None
     assert daemon.terminate() == 0
 

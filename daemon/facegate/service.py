@@ -90,6 +90,7 @@ class Service:
         self._grabbers: dict[str, LatestFrameGrabber] = {}
         self._policies: dict[str, DoorPolicy] = {}
         self._cameras: dict[str, CameraConfig] = {}  # as started: doors change only on restart
+        self._door_keys: dict[str, bytes] = {}  # as started: keys change only on restart
         self._next_due: dict[str, float] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -107,7 +108,8 @@ class Service:
         )  # fmt: skip
         self._notifier.notify(f"EXTEND_TIMEOUT_USEC={STARTUP_EXTEND_USEC}")
         state = load_recognition(config, engine)
-        bus = self._bus_override or self._make_bus(config)
+        self._door_keys = load_door_keys(config.signing_key_sources())
+        bus = self._bus_override or self._make_bus(config, self._door_keys)
         bus.set_verify_handler(self._claims.put)
         bus.start()
         self._start_cameras(state)
@@ -122,13 +124,13 @@ class Service:
         return 0
 
     @staticmethod
-    def _make_bus(config: FacegateConfig) -> MqttPublisher:
+    def _make_bus(config: FacegateConfig, door_keys: dict[str, bytes]) -> MqttPublisher:
         return MqttPublisher(
             config.mqtt,
             device=config.device,
             doors=config.door_ids,
             journal_dir=config.journal,
-            signing_keys=load_door_keys(config.signing_key_sources()),
+            signing_keys=door_keys,
         )
 
     def _install_signal_handlers(self) -> None:
@@ -311,6 +313,9 @@ class Service:
             logger.error("reload failed, keeping the previous configuration: %s", exc)
             self._notify_reloaded()
             return state
+        if self._keys_changed(config):
+            # Controllers with the new key would reject every unlock: say why, loudly.
+            logger.warning("signing key changes need a restart; still signing with the old keys")
         if set(config.door_ids) != set(self._cameras):
             logger.warning(
                 "camera/door changes need a restart; doors kept: %s", list(self._cameras)
@@ -321,6 +326,14 @@ class Service:
         logger.info("reloaded: %d people enrolled", len(new_state.matcher))
         self._notify_reloaded()
         return new_state
+
+    def _keys_changed(self, config: FacegateConfig) -> bool:
+        try:
+            keys = load_door_keys(config.signing_key_sources())
+        except FacegateError as exc:
+            logger.warning("reload: %s", exc)
+            return True
+        return any(keys.get(door) != key for door, key in self._door_keys.items())
 
     def _notify_reloaded(self) -> None:
         # Before the first frame, READY=1 still waits for it (sent by the loop).
