@@ -100,7 +100,7 @@ class FaceEngine:
         if too_small := self.gate.size_problem(detection.width):
             return _refused(detection, too_small)
         landmarks = self.landmarker.locate(image, detection)
-        if landmarks.face_score < MIN_FACE_SCORE:
+        if not landmarks.face_score >= MIN_FACE_SCORE:  # NaN (a broken model) fails too
             return _refused(
                 detection,
                 f"not a face to the landmark model (score {landmarks.face_score:.3f} "

@@ -35,8 +35,8 @@ ROI_SCALE: Final = 1.5
 #: Contours of the subject's right eye (on the image's left) and left eye, MediaPipe indices.
 RIGHT_EYE: Final = (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173)
 LEFT_EYE: Final = (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398)
-#: Mirror-image point pairs (right, left): eye corners, mouth corners, cheeks, jaw. Their
-#: joint left-right vector in the x-z plane gives the head's yaw.
+#: Mirror-image point pairs (right, left): eye corners, mouth corners, cheeks, jaw. How far
+#: their summed left-right vector points out of the image plane is the head's yaw.
 SYMMETRIC_PAIRS: Final = ((33, 263), (133, 362), (61, 291), (234, 454), (127, 356),
                           (93, 323), (58, 288))  # fmt: skip
 _EYE_INDEX: Final = np.array([RIGHT_EYE, LEFT_EYE])
