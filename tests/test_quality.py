@@ -12,6 +12,7 @@ from facegate.imageio import load_image
 from facegate.vision.engine import FaceEngine
 from facegate.vision.landmarks import MESH_POINTS, SYMMETRIC_PAIRS, yaw_from_mesh
 from facegate.vision.quality import QualityGate
+from facegate.vision.types import FaceLandmarks
 
 #: train/elton_john, sorted: a three-quarter view (face_recognition finds no face in it).
 TURNED_ELTON_INDEX = 6
@@ -111,3 +112,25 @@ def test_detection_the_landmark_model_rejects_is_not_a_face(engine: FaceEngine) 
     assert blob.embedding is None and "not a face" in blob.quality.reason
     assert math.isnan(blob.quality.yaw_deg)
     assert engine.encode_one(image, "madonna").embedding is not None
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        FaceLandmarks((math.nan, math.nan), (math.nan, math.nan), math.nan, math.nan),
+        FaceLandmarks((100.0, 100.0), (140.0, 100.0), math.nan, 1.0),  # yaw lost
+        FaceLandmarks((math.nan, math.nan), (math.nan, math.nan), 0.0, 1.0),  # eyes lost
+    ],
+    ids=["all-nan", "nan-yaw", "nan-eyes"],
+)
+def test_broken_landmarks_fail_closed(
+    engine: FaceEngine, monkeypatch: pytest.MonkeyPatch, broken: FaceLandmarks
+) -> None:
+    """A landmark model that returns NaN (corrupt file, runtime bug) never lets a face be
+    embedded: the door stays locked and the reason is recorded."""
+    image = load_image(celeb_image("madonna", index=2))
+    detection = engine.detect(image)[0]
+    monkeypatch.setattr(engine.landmarker, "locate", lambda *_: broken)
+    face = engine.encode_detection(image, detection)
+    assert face.embedding is None and not face.quality.usable
+    assert any(word in face.quality.reason for word in ("not a face", "eye positions", "turned"))

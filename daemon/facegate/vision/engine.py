@@ -23,7 +23,14 @@ from facegate.vision.landmarks import (
 )
 from facegate.vision.quality import DEFAULT_GATE, QualityGate, QualityMeter
 from facegate.vision.runtime import runtime_name
-from facegate.vision.types import Detection, FaceEncoding, FaceQuality, FloatArray, ImageArray
+from facegate.vision.types import (
+    Detection,
+    FaceEncoding,
+    FaceLandmarks,
+    FaceQuality,
+    FloatArray,
+    ImageArray,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -100,12 +107,8 @@ class FaceEngine:
         if too_small := self.gate.size_problem(detection.width):
             return _refused(detection, too_small)
         landmarks = self.landmarker.locate(image, detection)
-        if not landmarks.face_score >= MIN_FACE_SCORE:  # NaN (a broken model) fails too
-            return _refused(
-                detection,
-                f"not a face to the landmark model (score {landmarks.face_score:.3f} "
-                f"< {MIN_FACE_SCORE})",
-            )
+        if problem := _landmark_problem(landmarks):
+            return _refused(detection, problem)
         crop = self._aligner.align(image, landmarks)
         quality = self._meter.measure(crop, detection.width, landmarks.yaw_deg, self.gate)
         embedding: FloatArray | None = self.embedder.embed(crop) if quality.usable else None
@@ -126,6 +129,18 @@ class FaceEngine:
         if not usable:
             raise BadInputError(source, faces[0].quality.reason)
         return usable[0]
+
+
+def _landmark_problem(landmarks: FaceLandmarks) -> str:
+    """Why these landmarks cannot place a face, or "". Written so that NaN fails."""
+    if not landmarks.face_score >= MIN_FACE_SCORE:
+        return (
+            f"not a face to the landmark model (score {landmarks.face_score:.3f} "
+            f"< {MIN_FACE_SCORE})"
+        )
+    if not all(math.isfinite(v) for v in (*landmarks.right_eye, *landmarks.left_eye)):
+        return "the landmark model gave no usable eye positions"
+    return ""
 
 
 def _refused(detection: Detection, reason: str) -> FaceEncoding:
