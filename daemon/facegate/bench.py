@@ -384,8 +384,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     fr_frame = f"**{fr['speed']['frame_ms']['p50']:.0f}**" if fr else "-"
     lines.append("| whole frame ms p50 | " + " | ".join(cells) + f" | {fr_frame} |")
     cells = [f"{x['fps']:.0f}" for x in r["facegate"]]
-    lines.append("| pipeline FPS | " + " | ".join(cells) +
-                 f" | {fr['speed']['fps']:.1f} |" if fr else " | - |")  # fmt: skip
+    fr_fps = f"{fr['speed']['fps']:.1f}" if fr else "-"
+    lines.append("| pipeline FPS | " + " | ".join(cells) + f" | {fr_fps} |")
     cells = [f"{x['rss_mb']:.0f}" for x in r["facegate"]]
     lines.append("| RSS after model load, MB | " + " | ".join(cells) + " | - |")
     cells = [_pct(x["empty_scene_cpu_share"]) for x in r["facegate"]]
