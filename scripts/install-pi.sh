@@ -271,7 +271,7 @@ else
   python3 -c 'import secrets; print(secrets.token_hex(32))' >"$tmp"
   chmod 0600 "$tmp"
   mv "$tmp" "$(r "$key")"
-  say "generated signing key $key (share it with the door controllers)"
+  say "generated signing key $key (share it with the controllers of doors without their own key)"
 fi
 sys_run chown "$SVC_USER:$SVC_USER" "$(r "$key")"
 

@@ -94,3 +94,30 @@ def test_a_missing_or_unreadable_landmark_model_is_named(
     err = capsys.readouterr().err
     assert f"{partial / MODEL_FILES['landmarks']}: {message}" in err
     assert "models.dir" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("front_key", "warned"),
+    [("copy of shared", True), ("copy of garage", True), ("its own", False)],
+)
+def test_a_per_door_key_that_repeats_another_key_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], front_key: str, warned: bool
+) -> None:
+    """Per-door keys only help when they differ: a copied key file protects nothing."""
+    config = make_site(tmp_path)
+    write_key(tmp_path / "garage.key")
+    source = {"copy of shared": "hmac.key", "copy of garage": "garage.key"}.get(front_key)
+    if source is None:
+        write_key(tmp_path / "front.key")
+    else:
+        shutil.copy(tmp_path / source, tmp_path / "front.key")
+    text = config.read_text().replace(
+        "  - {door: 'front', source: 'camera/'}",
+        "  - {door: 'front', source: 'camera/', signing_key_file: front.key}\n"
+        "  - {door: 'garage', source: 'camera/', signing_key_file: garage.key}",
+    )
+    assert "garage.key" in text
+    config.write_text(text)
+    assert main(["check-config", "--config", str(config)]) == 0
+    err = capsys.readouterr().err
+    assert ("can forge this door's unlocks" in err) is warned

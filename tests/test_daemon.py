@@ -537,6 +537,7 @@ def test_sighup_enrolls_a_new_person_without_restart(
     mark = len(daemon.log())
     os.kill(daemon.pid, signal.SIGHUP)
     daemon.wait_log(r"reloaded: 2 people enrolled", WAIT_S, start=mark)
+    assert "signing key changes" not in daemon.log()[mark:]  # keys untouched: no warning
     sub.wait_for(lambda s: granted(s, LATE_RESIDENT), what="grant after reload")
     sub.wait_for(lambda s: any(u["person"] == LATE_RESIDENT for u in s.unlocks()), what="unlock")
     assert daemon.proc.poll() is None and daemon.pid == daemon.proc.pid

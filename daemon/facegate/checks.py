@@ -15,7 +15,7 @@ from facegate.config import FacegateConfig, load_config, load_enrollment
 from facegate.config.enrollment import door_ids
 from facegate.errors import BadInputError, ConfigError, GalleryError
 from facegate.gallery import Gallery
-from facegate.mqtt import load_door_keys
+from facegate.mqtt import load_door_keys, load_signing_key
 from facegate.vision.engine import MODEL_FILES, pipeline_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def check_all(config_path: Path) -> CheckReport:
     config = load_config(config_path)
     _check_cameras(config, config_path)
     _check_models(config, config_path)
-    load_door_keys(config.signing_key_sources())
+    key_warnings = _check_signing_keys(config)
     for name in ("ca_file", "cert_file", "key_file"):
         tls_path = getattr(config.mqtt.tls, name, None) if config.mqtt.tls else None
         if tls_path is not None and not Path(tls_path).is_file():
@@ -53,7 +53,7 @@ def check_all(config_path: Path) -> CheckReport:
         report.warnings.append(
             f"{config.enrollment}: doors {sorted(unknown_doors)} have no camera in {config_path}"
         )
-    report.warnings += _gallery_warnings(config)
+    report.warnings += key_warnings + _gallery_warnings(config)
     return report
 
 
@@ -64,6 +64,26 @@ def _check_cameras(config: FacegateConfig, config_path: Path) -> None:
             raise ConfigError(
                 config_path, f"{source.value}: not found", field=f"cameras[{index}].source"
             )
+
+
+def _check_signing_keys(config: FacegateConfig) -> list[str]:
+    """Every key file must be usable (the shared one too: it is configured, so it is meant);
+    a door's own key that repeats another key protects nothing: warn."""
+    keys = load_door_keys(config.signing_key_sources())
+    keys["the shared mqtt.signing_key_file"] = load_signing_key(config.mqtt.signing_key_file)
+    warnings = []
+    for camera in config.cameras:
+        if camera.signing_key_file is None:
+            continue
+        own = keys[camera.door]
+        same = sorted(name for name, key in keys.items() if key == own and name != camera.door)
+        if same:
+            warnings.append(
+                f"{camera.signing_key_file}: door {camera.door!r} has its own key file but "
+                f"the same key as {', '.join(same)}: a controller holding that key can forge "
+                "this door's unlocks"
+            )
+    return warnings
 
 
 def _check_writable(folder: Path, config_path: Path, field: str) -> None:

@@ -328,12 +328,13 @@ class Service:
         return new_state
 
     def _keys_changed(self, config: FacegateConfig) -> bool:
+        """Whether a door that keeps running would now be given another key."""
         try:
             keys = load_door_keys(config.signing_key_sources())
         except FacegateError as exc:
-            logger.warning("reload: %s", exc)
+            logger.error("%s: the next start will fail until this is fixed", exc)
             return True
-        return any(keys.get(door) != key for door, key in self._door_keys.items())
+        return any(door in keys and keys[door] != key for door, key in self._door_keys.items())
 
     def _notify_reloaded(self) -> None:
         # Before the first frame, READY=1 still waits for it (sent by the loop).

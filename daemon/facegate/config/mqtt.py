@@ -37,7 +37,10 @@ class MqttConfig(BaseModel):
         default=None, description="MQTT client id; default facegate-<device>"
     )
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="keepalive, seconds")
-    signing_key_file: Path = Field(description="hex HMAC-SHA256 key for unlocks (>= 16 bytes)")
+    signing_key_file: Path = Field(
+        description="hex HMAC-SHA256 key (>= 16 bytes) for the unlocks of every door without"
+        " its own cameras[].signing_key_file"
+    )
     unlock_ttl_s: float = Field(
         default=5.0, ge=0.5, le=60, description="unlock validity after it is issued, seconds"
     )
