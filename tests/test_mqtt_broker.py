@@ -318,11 +318,15 @@ def test_each_door_signs_with_its_own_key(
         assert rejected.value.reason == "bad_signature"
 
 
-def test_a_door_without_a_key_is_refused(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("garage_key", [None, b"", b"short"])
+def test_a_door_without_a_usable_key_is_refused(
+    mosquitto: MosquittoBroker, tmp_path: Path, garage_key: bytes | None
+) -> None:
+    keys = {"front": KEY} if garage_key is None else {"front": KEY, "garage": garage_key}
     with pytest.raises(ValueError, match="garage"):
         MqttPublisher(
             make_config(mosquitto, tmp_path), device="pi", doors=("front", "garage"),
-            journal_dir=tmp_path / "journal", signing_keys={"front": KEY},
+            journal_dir=tmp_path / "journal", signing_keys=keys,
         )  # fmt: skip
 
 

@@ -52,7 +52,7 @@ from facegate.mqtt.bus import (
     build_unlock,
 )
 from facegate.mqtt.journal import DEFAULT_MAX_BYTES, EntryKind, Journal, JournalEntry
-from facegate.mqtt.signing import load_signing_key
+from facegate.mqtt.signing import MIN_KEY_BYTES, load_signing_key
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,8 @@ class MqttPublisher(DoorBus):
             signing_keys = {door: shared for door in self._doors}
         if missing := set(self._doors) - set(signing_keys):
             raise ValueError(f"no signing key for doors {sorted(missing)}")
+        if weak := sorted(d for d in self._doors if len(signing_keys[d]) < MIN_KEY_BYTES):
+            raise ValueError(f"signing keys shorter than {MIN_KEY_BYTES} bytes for doors {weak}")
         self._keys = dict(signing_keys)
         self._journal = Journal(
             journal_dir,
