@@ -139,7 +139,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=1883)
     parser.add_argument("--prefix", default="facegate", help="topic prefix")
     parser.add_argument("--door", required=True, help="door id this controller opens")
-    parser.add_argument("--key-file", type=Path, required=True, help="this door's hex HMAC key file")
+    parser.add_argument(
+        "--key-file", type=Path, required=True, help="this door's hex HMAC key file"
+    )
     parser.add_argument("--tls-ca", type=Path, help="CA file; enables TLS")
     parser.add_argument("--cert", type=Path, help="client certificate (TLS)")
     parser.add_argument("--key", type=Path, help="client private key (TLS)")
