@@ -34,7 +34,7 @@ recognition:
   confirm_frames: 3
   window: 5
   min_face_px: 80
-  min_sharpness: 20
+  min_sharpness: 0.004
   cooldown_s: 10
   unknown_event_interval_s: 5
   verify_timeout_s: 5
@@ -171,11 +171,20 @@ INVALID = [
     ("min-face-px", "min_face_px: 80", "min_face_px: 5", 14, "recognition.min_face_px", "(got 5)"),
     (
         "min-sharpness",
-        "min_sharpness: 20",
+        "min_sharpness: 0.004",
         "min_sharpness: -1",
         15,
         "recognition.min_sharpness",
         "(got -1)",
+    ),
+    (
+        # The earlier, contrast-dependent unit (20) is refused, not silently misread.
+        "min-sharpness-old-unit",
+        "min_sharpness: 0.004",
+        "min_sharpness: 20",
+        15,
+        "recognition.min_sharpness",
+        "(got 20)",
     ),
     ("cooldown", "cooldown_s: 10", "cooldown_s: -1", 16, "recognition.cooldown_s", "(got -1)"),
     (

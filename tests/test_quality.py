@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 
@@ -46,17 +47,17 @@ def test_mesh_yaw_follows_the_head_turn_not_nod_or_tilt(yaw: float) -> None:
 
 
 def test_gate_reasons_in_order() -> None:
-    gate = QualityGate(min_face_px=80, min_sharpness=20, max_yaw_deg=30)
-    assert gate.problem(100, 50, 10) == ""
-    assert "too small" in gate.problem(50, 50, 10)
-    assert "blurred" in gate.problem(100, 5, 10)
-    assert "turned" in gate.problem(100, 50, 35)
-    assert QualityGate(max_yaw_deg=90).problem(100, 50, 89) == ""
+    gate = QualityGate(min_face_px=80, min_sharpness=0.004, max_yaw_deg=30)
+    assert gate.problem(100, 0.03, 10) == ""
+    assert "too small" in gate.problem(50, 0.03, 10)
+    assert "blurred" in gate.problem(100, 0.001, 10)
+    assert "turned" in gate.problem(100, 0.03, 35)
+    assert QualityGate(max_yaw_deg=90).problem(100, 0.03, 89) == ""
     # A broken measurement (NaN) never passes.
     nan = float("nan")
-    assert "too small" in gate.problem(nan, 50, 10)
+    assert "too small" in gate.problem(nan, 0.03, 10)
     assert "blurred" in gate.problem(100, nan, 10)
-    assert "turned" in gate.problem(100, 50, nan)
+    assert "turned" in gate.problem(100, 0.03, nan)
 
 
 def test_yaw_is_mirror_symmetric_and_gated_at_the_configured_limit(engine: FaceEngine) -> None:
@@ -137,3 +138,23 @@ def test_broken_landmarks_fail_closed(
     face = engine.encode_detection(image, detection)
     assert face.embedding is None and not face.quality.usable
     assert reason in face.quality.reason
+
+
+@pytest.mark.parametrize("light", [0.25, 0.4])
+def test_a_dark_or_backlit_face_is_not_refused_as_blurred(engine: FaceEngine, light: float) -> None:
+    """Exposure is not blur: a face at a quarter of its brightness (night, backlit door)
+    passes the gate and embeds close to the well-lit face."""
+    image = load_image(celeb_image("jerry_seinfeld"))
+    lit = engine.encode_one(image, "lit")
+    dark = engine.encode_one((image * light).astype(np.uint8), "dark")
+    assert dark.quality.sharpness == pytest.approx(lit.quality.sharpness, rel=0.5)
+    assert lit.embedding is not None and dark.embedding is not None
+    assert float(np.linalg.norm(lit.embedding - dark.embedding)) < 0.5
+
+
+@pytest.mark.parametrize("sigma", [2.5, 4.0])
+def test_a_blurred_face_is_refused(engine: FaceEngine, sigma: float) -> None:
+    image = load_image(celeb_image("jerry_seinfeld"))
+    blurred = cv2.GaussianBlur(image, (0, 0), sigma * image.shape[1] / 400)
+    faces = engine.encode(blurred)
+    assert faces and faces[0].embedding is None and "blurred" in faces[0].quality.reason

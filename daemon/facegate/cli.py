@@ -226,7 +226,7 @@ def _print_enroll_report(report: EnrollReport) -> None:
     print(f"{'person':<24} {'used':>4} {'reused':>6} {'rejected':>8} {'face px':>7} {'sharp':>6}")
     for p in report.people:
         px = "-" if p.mean_face_px is None else f"{p.mean_face_px:.0f}"
-        sharp = "-" if p.mean_sharpness is None else f"{p.mean_sharpness:.0f}"
+        sharp = "-" if p.mean_sharpness is None else f"{p.mean_sharpness:.3f}"
         print(
             f"{p.person_id:<24} {p.images_used:>4} {p.images_reused:>6} {len(p.rejected):>8} "
             f"{px:>7} {sharp:>6}"

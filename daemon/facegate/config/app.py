@@ -166,10 +166,14 @@ class RecognitionConfig(BaseModel):
         default=80, ge=20, le=4000, description="smallest face box width embedded, pixels"
     )
     min_sharpness: float = Field(
-        default=12.0,
+        default=0.004,
         ge=0,
-        le=100000,
-        description="variance of the Laplacian of the aligned 160x160 grey face; 0 disables",
+        le=1,
+        description=(
+            "share of the aligned grey face's contrast in fine detail (variance of its"
+            " Laplacian / its variance; exposure does not change it); sharp faces 0.01-0.1,"
+            " 0 disables"
+        ),
     )
     max_yaw_deg: float = Field(
         default=30.0,
