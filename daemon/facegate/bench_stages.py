@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 FRAME_SIZE: Final = (640, 480)  # width, height
 #: The per-frame match runs against this many enrolled people (a large site's door).
 FRAME_GALLERY_PEOPLE: Final = 1_000
+#: The daemon's default threshold and margin (config/app.py). Literals, not read from the
+#: config models: this module also runs in the tflite_runtime venv, which has no pydantic.
 ACCEPT_DISTANCE: Final = 0.9
 ACCEPT_MARGIN: Final = 0.1
 EMPTY_SCENE_FPS: Final = 10.0
