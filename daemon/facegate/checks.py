@@ -15,7 +15,7 @@ from facegate.config import FacegateConfig, load_config, load_enrollment
 from facegate.config.enrollment import door_ids
 from facegate.errors import BadInputError, ConfigError, GalleryError
 from facegate.gallery import Gallery
-from facegate.mqtt import load_door_keys, load_signing_key
+from facegate.mqtt import load_door_keys
 from facegate.vision.engine import MODEL_FILES, pipeline_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -69,8 +69,10 @@ def _check_cameras(config: FacegateConfig, config_path: Path) -> None:
 def _check_signing_keys(config: FacegateConfig) -> list[str]:
     """Every key file must be usable (the shared one too: it is configured, so it is meant);
     a door's own key that repeats another key protects nothing: warn."""
-    keys = load_door_keys(config.signing_key_sources())
-    keys["the shared mqtt.signing_key_file"] = load_signing_key(config.mqtt.signing_key_file)
+    shared = "the shared mqtt.signing_key_file"
+    sources = config.signing_key_sources()
+    sources[shared] = (config.mqtt.signing_key_file, "mqtt.signing_key_file")
+    keys = load_door_keys(sources)  # each file read once, the shared one included
     warnings = []
     for camera in config.cameras:
         if camera.signing_key_file is None:
