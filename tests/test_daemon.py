@@ -296,6 +296,24 @@ def subscribers() -> Iterator[list[Subscriber]]:
         sub.close()
 
 
+def watch_and_start(
+    broker: MosquittoBroker,
+    config: Path,
+    subscribers: list[Subscriber],
+    daemons: list[Daemon],
+    *,
+    persistent: bool = False,
+) -> tuple[Subscriber, Daemon]:
+    """A subscriber on every facegate topic first (so nothing is missed), then the daemon,
+    ready; both registered for teardown."""
+    sub = Subscriber(broker.host, broker.port, persistent=persistent)
+    subscribers.append(sub)
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_ready()
+    return sub, daemon
+
+
 def assert_no_stranger_unlock(sub: Subscriber) -> None:
     strangers = [u for u in sub.unlocks() if u["person"] == STRANGER]
     assert not strangers, f"stranger unlocked: {strangers}"
@@ -414,11 +432,7 @@ def test_stranger_gets_unknown_events_and_no_unlock(
         tmp_path, mosquitto.port, people={RESIDENT: [DOOR], OTHER_RESIDENT: [DOOR]},
         scene=face(STRANGER),
     )  # fmt: skip
-    sub = Subscriber(mosquitto.host, mosquitto.port)
-    subscribers.append(sub)
-    daemon = Daemon(site.config)
-    daemons.append(daemon)
-    daemon.wait_ready()
+    sub, daemon = watch_and_start(mosquitto, site.config, subscribers, daemons)
     sub.wait_for(
         lambda s: sum(e["decision"] == "unknown" for e in s.events()) >= 3,
         what="three unknown events",
@@ -447,11 +461,7 @@ def test_each_door_signs_its_unlocks_with_its_own_key(
         cameras=[{"door": DOOR, **camera, "signing_key_file": "front.key"},
                  {"door": "garage", **camera}],
     )  # fmt: skip
-    sub = Subscriber(mosquitto.host, mosquitto.port)
-    subscribers.append(sub)
-    daemon = Daemon(config)
-    daemons.append(daemon)
-    daemon.wait_ready()
+    sub, daemon = watch_and_start(mosquitto, config, subscribers, daemons)
     sub.wait_for(
         lambda s: bool(s.on("unlock", DOOR)) and bool(s.on("unlock", "garage")),
         what="an unlock at each door",
@@ -485,11 +495,7 @@ def test_broker_outage_loses_no_event_and_delivers_no_expired_unlock(
     )  # fmt: skip
     # A persistent session: what the broker accepts after its restart is queued for us
     # even before we have reconnected.
-    sub = Subscriber(mosquitto.host, mosquitto.port, persistent=True)
-    subscribers.append(sub)
-    daemon = Daemon(site.config)
-    daemons.append(daemon)
-    daemon.wait_ready()
+    sub, daemon = watch_and_start(mosquitto, site.config, subscribers, daemons, persistent=True)
     sub.wait_for(lambda s: bool(s.on("unlock")), what="an unlock before the outage")
 
     mosquitto.stop()
@@ -525,11 +531,7 @@ def test_sighup_enrolls_a_new_person_without_restart(
     mosquitto: MosquittoBroker, tmp_path: Path, daemons: list[Daemon], subscribers: list[Subscriber]
 ) -> None:
     site = make_site(tmp_path, mosquitto.port, people={RESIDENT: [DOOR]}, scene=face(LATE_RESIDENT))
-    sub = Subscriber(mosquitto.host, mosquitto.port)
-    subscribers.append(sub)
-    daemon = Daemon(site.config)
-    daemons.append(daemon)
-    daemon.wait_ready()
+    sub, daemon = watch_and_start(mosquitto, site.config, subscribers, daemons)
     sub.wait_for(lambda s: any(e["decision"] == "unknown" for e in s.events()), what="unknown")
     assert not sub.unlocks()
 
@@ -588,11 +590,7 @@ def test_camera_lost_and_back_resumes_frames_and_grants(
         tmp_path, mosquitto.port, people={RESIDENT: [DOOR]},
         scene=face(RESIDENT, 5) + hallway(10),
     )  # fmt: skip
-    sub = Subscriber(mosquitto.host, mosquitto.port)
-    subscribers.append(sub)
-    daemon = Daemon(site.config)
-    daemons.append(daemon)
-    daemon.wait_ready()
+    sub, daemon = watch_and_start(mosquitto, site.config, subscribers, daemons)
     sub.wait_for(lambda s: granted(s, RESIDENT), what="grant before the camera loss")
 
     away = site.dir / "camera-unplugged"
@@ -681,11 +679,7 @@ def test_malformed_verify_payloads_are_ignored_and_claims_are_answered(
         tmp_path, mosquitto.port, people={RESIDENT: [DOOR], OTHER_RESIDENT: [DOOR]},
         scene=face(RESIDENT),
     )  # fmt: skip
-    sub = Subscriber(mosquitto.host, mosquitto.port)
-    subscribers.append(sub)
-    daemon = Daemon(site.config)
-    daemons.append(daemon)
-    daemon.wait_ready()
+    sub, daemon = watch_and_start(mosquitto, site.config, subscribers, daemons)
     sub.wait_for(lambda s: bool(s.on("status")) and s.on("status")[-1].json()["state"] == "online")
 
     valid = {"request_id": "ok", "identity": RESIDENT, "timeout_s": 3}
@@ -739,11 +733,7 @@ def test_card_and_face_door_needs_claim_and_face(
         tmp_path, mosquitto.port, people={RESIDENT: [DOOR]}, scene=face(RESIDENT),
         camera={"mode": "card_and_face"},
     )  # fmt: skip
-    sub = Subscriber(mosquitto.host, mosquitto.port)
-    subscribers.append(sub)
-    daemon = Daemon(site.config)
-    daemons.append(daemon)
-    daemon.wait_ready()
+    sub, daemon = watch_and_start(mosquitto, site.config, subscribers, daemons)
     sub.wait_for(
         lambda s: any(e["decision"] == "denied" for e in s.events()), what="denial without claim"
     )
