@@ -159,6 +159,14 @@ def start_publisher(
     return pub
 
 
+def stop_broker(broker: MosquittoBroker, pub: MqttPublisher) -> None:
+    """Stop the broker and wait (up to WAIT_S) until the publisher has noticed."""
+    broker.stop()
+    deadline = time.monotonic() + WAIT_S
+    while pub.is_connected and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def test_retained_online_then_offline(
     mosquitto: MosquittoBroker,
     tmp_path: Path,
@@ -198,10 +206,7 @@ def test_online_republished_after_broker_restart(
     subscribers: list[Subscriber],
 ) -> None:
     pub = start_publisher(make_config(mosquitto, tmp_path), tmp_path, publishers)
-    mosquitto.stop()
-    deadline = time.monotonic() + WAIT_S
-    while pub.is_connected and time.monotonic() < deadline:
-        time.sleep(0.02)
+    stop_broker(mosquitto, pub)
     mosquitto.start()
     assert pub.wait_connected(WAIT_S)
     sub = Subscriber(mosquitto, [f"{PREFIX}/front/status"])
@@ -359,10 +364,7 @@ def test_outage_loses_no_event_and_drops_expired_unlock(
     sub.wait_for(lambda ms: len(ms) >= 5)
     assert pub.wait_all_acked(WAIT_S)
 
-    mosquitto.stop()
-    deadline = time.monotonic() + WAIT_S
-    while pub.is_connected and time.monotonic() < deadline:
-        time.sleep(0.02)
+    stop_broker(mosquitto, pub)
     assert not pub.is_connected
     during = [new_event_id() for _ in range(40)]
     for i, event_id in enumerate(during):
@@ -688,10 +690,7 @@ def test_reconnect_sends_unlock_before_event_backlog(
     sub = Subscriber(mosquitto, [events, unlocks], client_id="order-sub", persistent=True)
     subscribers.append(sub)
     pub = start_publisher(make_config(mosquitto, tmp_path), tmp_path, publishers)
-    mosquitto.stop()
-    deadline = time.monotonic() + WAIT_S
-    while pub.is_connected and time.monotonic() < deadline:
-        time.sleep(0.02)
+    stop_broker(mosquitto, pub)
     assert not pub.is_connected
     backlog = 300
     for i in range(backlog):
