@@ -12,8 +12,9 @@ from facegate.mqtt.bus import (
     build_unlock,
     new_event_id,
 )
-from facegate.mqtt.client import MqttPublisher, parse_verify_request, topic
+from facegate.mqtt.client import MqttPublisher, topic
 from facegate.mqtt.journal import EntryKind, Journal, JournalEntry
+from facegate.mqtt.requests import parse_verify_request
 from facegate.mqtt.signing import (
     UnlockRejected,
     UnlockVerifier,

@@ -44,20 +44,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from facegate.config.mqtt import MqttConfig
 from facegate.errors import BadInputError
-from facegate.mqtt.bus import (
-    MAX_VERIFY_TIMEOUT_S,
-    DoorBus,
-    VerifyHandler,
-    VerifyRequest,
-    build_unlock,
-)
+from facegate.mqtt.bus import DoorBus, VerifyHandler, build_unlock
 from facegate.mqtt.journal import DEFAULT_MAX_BYTES, EntryKind, Journal, JournalEntry
+from facegate.mqtt.requests import parse_verify_request
 from facegate.mqtt.signing import MIN_KEY_BYTES, load_signing_key
 
 logger = logging.getLogger(__name__)
 
-MAX_INCOMING_BYTES: Final = 4096
-MAX_ID_CHARS: Final = 128
 RESULT_TTL_S: Final = 30.0
 MAX_INFLIGHT: Final = 100
 
@@ -547,57 +540,6 @@ def _base_client(cfg: MqttConfig, client_id: str) -> Client:
         max(1, math.ceil(cfg.reconnect_min_s)), max(1, math.ceil(cfg.reconnect_max_s))
     )
     return client
-
-
-def parse_verify_request(
-    topic_name: str, payload: bytes, prefix: str, doors: Sequence[str]
-) -> VerifyRequest | None:
-    """Validate an incoming ``<prefix>/<door>/verify`` message; log and return None if bad."""
-    door = _door_of(topic_name, prefix)
-    if door is None or door not in doors:
-        logger.warning("verify request on %r ignored: unknown door", topic_name[:200])
-        return None
-    if len(payload) > MAX_INCOMING_BYTES:
-        logger.warning("verify request for %s ignored: %d bytes", door, len(payload))
-        return None
-    try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, ValueError):
-        logger.warning("verify request for %s ignored: not JSON", door)
-        return None
-    error = _verify_body_error(body)
-    if error is not None:
-        logger.warning("verify request for %s ignored: %s", door, error)
-        return None
-    timeout = body.get("timeout_s")  # absent: the daemon's recognition.verify_timeout_s
-    return VerifyRequest(
-        door, body["request_id"], body["identity"], None if timeout is None else float(timeout)
-    )
-
-
-def _door_of(topic_name: str, prefix: str) -> str | None:
-    head, tail = prefix + "/", "/verify"
-    if not (topic_name.startswith(head) and topic_name.endswith(tail)):
-        return None
-    door = topic_name[len(head) : -len(tail)]
-    return door if door and "/" not in door else None
-
-
-def _verify_body_error(body: object) -> str | None:
-    if not isinstance(body, dict):
-        return "not a JSON object"
-    for name in ("request_id", "identity"):
-        value = body.get(name)
-        if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_CHARS:
-            return f"{name} must be a string of 1..{MAX_ID_CHARS} characters"
-    timeout = body.get("timeout_s")
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        return "timeout_s must be a number"
-    if not 0 < timeout <= MAX_VERIFY_TIMEOUT_S:
-        return f"timeout_s must be in (0, {MAX_VERIFY_TIMEOUT_S:g}]"
-    return None
 
 
 def _read_password(path: Path) -> str:
