@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from broker import MosquittoBroker
+from door_site import Daemon, Subscriber
 from facegate.vision.engine import FaceEngine
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,3 +51,20 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
     """A real mosquitto on 127.0.0.1 with a free port, killed at teardown."""
     with MosquittoBroker(tmp_path / "mosquitto") as broker:
         yield broker
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Started daemons are appended here; any still running at teardown is killed."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+@pytest.fixture
+def subscribers() -> Iterator[list[Subscriber]]:
+    opened: list[Subscriber] = []
+    yield opened
+    for sub in opened:
+        sub.close()

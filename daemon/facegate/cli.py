@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -253,6 +254,10 @@ def _add_run(sub: Any) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    # Importing the service (numpy, OpenCV, the runtime) takes about half a second; a SIGHUP
+    # then would end the process silently (its default action). Nothing is loaded yet, so
+    # there is nothing to reload: ignore it until the service installs its own handlers.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from facegate.service import Service
 
     return Service(args.config).run()

@@ -1,15 +1,17 @@
-"""`facegate run`: camera -> detector -> align -> embedder -> gallery match -> policy -> MQTT.
+"""`facegate run`: camera -> detector -> align -> embedder -> gallery match -> policy -> outputs.
 
 One processing thread (this one) owns the face engine and the policies; each camera has a
-grabber thread that keeps only its newest frame, and paho runs its own network thread.
-Signals only set flags; the loop acts on them between frames.
+grabber thread that keeps only its newest frame, each output (the MQTT door bus) has a
+worker thread, and paho runs its own network thread. Verify requests arrive through a
+bounded, rate-limited intake. Signals only set flags; the loop acts on them between
+frames. The systemd watchdog is pinged only while frames flow and every component is
+alive, so a part that died gets the daemon restarted instead of silently failing.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import queue
 import signal
 import time
 from dataclasses import dataclass
@@ -26,7 +28,9 @@ from facegate.enroll import enroll
 from facegate.errors import FacegateError
 from facegate.gallery import Gallery
 from facegate.matching import Matcher
-from facegate.mqtt import DoorBus, MqttPublisher, VerifyRequest, load_door_keys
+from facegate.mqtt import DoorBus, MqttPublisher, load_door_keys
+from facegate.mqtt.intake import RequestIntake
+from facegate.outputs import MqttOutput, OutputWorker
 from facegate.policy import ClaimOutcome, Decision, DoorPolicy, FaceObservation
 from facegate.vision.engine import FaceEngine
 from facegate.vision.quality import QualityGate
@@ -83,7 +87,9 @@ class Service:
         self._bus_override = bus
         self._stop = False
         self._reload = False
-        self._claims: queue.SimpleQueue[VerifyRequest] = queue.SimpleQueue()
+        self._intake = RequestIntake()
+        self._outputs: list[OutputWorker] = []
+        self._unhealthy: str | None = None  # why the watchdog is withheld, logged once
         self._notifier = sdnotify.SystemdNotifier()
         self._last_ping = 0.0
         self._ready = False  # READY=1 sent: models loaded and a first frame seen
@@ -110,8 +116,11 @@ class Service:
         state = load_recognition(config, engine)
         self._door_keys = load_door_keys(config.signing_key_sources())
         bus = self._bus_override or self._make_bus(config, self._door_keys)
-        bus.set_verify_handler(self._claims.put)
+        bus.set_verify_handler(self._intake.put)
         bus.start()
+        self._outputs = [OutputWorker(MqttOutput(bus, config.device))]
+        for output in self._outputs:
+            output.start()
         self._start_cameras(state)
         try:
             self._loop(engine, state, bus)
@@ -119,7 +128,8 @@ class Service:
             self._notifier.notify("STOPPING=1")
             for grabber in self._grabbers.values():
                 grabber.stop()
-            bus.close()
+            for output in self._outputs:
+                output.close()  # drains what the loop decided, then closes the bus
         logger.info("stopped")
         return 0
 
@@ -168,16 +178,16 @@ class Service:
             if self._reload:
                 self._reload = False
                 state = self._reloaded(engine, state)
-            self._take_claims(bus)
+            self._take_claims()
             progressed = False
             for door, grabber in self._grabbers.items():
-                progressed |= self._process_door(door, grabber, engine, state, bus)
+                progressed |= self._process_door(door, grabber, engine, state)
             if progressed and not self._ready:
                 self._notifier.notify("READY=1")
                 logger.info("ready: models loaded and first frame received")
                 self._ready = True
-            self._answer_expired_claims(bus)
-            self._watchdog(state.config)
+            self._answer_expired_claims()
+            self._watchdog(state.config, bus)
             if all(g.finished for g in self._grabbers.values()):
                 logger.info("all frame sources ended")
                 break
@@ -188,7 +198,6 @@ class Service:
         grabber: LatestFrameGrabber,
         engine: FaceEngine,
         state: Recognition,
-        bus: DoorBus,
     ) -> bool:
         """Process the newest frame of one door if one is due; True if a frame was processed.
 
@@ -212,8 +221,8 @@ class Service:
             self._observe(face, policy, state) for face in faces if face.embedding is not None
         ]
         for decision in policy.observe(observations):
-            self._publish_decision(decision, bus, state)
-        self._publish_outcomes(door, policy.take_claim_outcomes(), bus)
+            self._publish_decision(decision)
+        self._publish_outcomes(door, policy.take_claim_outcomes())
         return True
 
     @staticmethod
@@ -227,75 +236,46 @@ class Service:
         )
         return FaceObservation(match, claim_match)
 
-    def _publish_decision(self, decision: Decision, bus: DoorBus, state: Recognition) -> None:
+    def _publish_decision(self, decision: Decision) -> None:
         logger.info(
             "decision door=%s kind=%s person=%s distance=%.3f margin=%.3f frames=%d "
             "reason=%r event_id=%s",
             decision.door, decision.kind, decision.person, decision.distance, decision.margin,
             decision.frames, decision.reason, decision.event_id,
         )  # fmt: skip
-        event: dict[str, object] = {
-            "event_id": decision.event_id,
-            "device": state.config.device,
-            "door": decision.door,
-            "decision": decision.kind,
-            "person": decision.person,
-            "distance": round(decision.distance, 4),
-            "margin": round(decision.margin, 4),
-            "frames": decision.frames,
-            "reason": decision.reason,
-            "ts": decision.ts,
-        }
-        if decision.request_id is not None:
-            event["request_id"] = decision.request_id
-        # The unlock first: a resident is waiting at the door; the event can follow.
-        if decision.unlock and decision.person is not None:
-            bus.publish_unlock(decision.door, decision.person, decision.event_id)
-        bus.publish_event(decision.door, event)
+        for output in self._outputs:
+            output.submit_decision(decision)
 
     # -- 1:1 claims ------------------------------------------------------------------------
 
-    def _take_claims(self, bus: DoorBus) -> None:
-        while True:
-            try:
-                request = self._claims.get_nowait()
-            except queue.Empty:
-                return
+    def _take_claims(self) -> None:
+        # Bounded per turn (the intake rate-limits each door): frames keep their latency.
+        for request in self._intake.take():
             policy = self._policies.get(request.door)
             if policy is None:
                 logger.warning("verify request for unknown door %s ignored", request.door)
                 continue
             logger.info(
-                "claim door=%s identity=%s request_id=%s",
+                "claim door=%s identity=%r request_id=%r",
                 request.door,
                 request.identity,
                 request.request_id,
             )
             policy.claim(request.request_id, request.identity, request.timeout_s)
-            self._publish_outcomes(request.door, policy.take_claim_outcomes(), bus)
+            self._publish_outcomes(request.door, policy.take_claim_outcomes())
 
-    def _answer_expired_claims(self, bus: DoorBus) -> None:
+    def _answer_expired_claims(self) -> None:
         for door, policy in self._policies.items():
-            self._publish_outcomes(door, policy.expired_claims(), bus)
+            self._publish_outcomes(door, policy.expired_claims())
 
-    @staticmethod
-    def _publish_outcomes(door: str, outcomes: list[ClaimOutcome], bus: DoorBus) -> None:
+    def _publish_outcomes(self, door: str, outcomes: list[ClaimOutcome]) -> None:
         for outcome in outcomes:
             logger.info(
-                "verify door=%s identity=%s match=%s reason=%r request_id=%s",
+                "verify door=%s identity=%r match=%s reason=%r request_id=%r",
                 door, outcome.identity, outcome.match, outcome.reason, outcome.request_id,
             )  # fmt: skip
-            bus.publish_verify_result(
-                door,
-                {
-                    "request_id": outcome.request_id,
-                    "identity": outcome.identity,
-                    "match": outcome.match,
-                    "distance": None if outcome.distance is None else round(outcome.distance, 4),
-                    "reason": outcome.reason,
-                    "ts": time.time(),
-                },
-            )
+            for output in self._outputs:
+                output.submit_claim_outcome(door, outcome)
 
     # -- reload and watchdog ---------------------------------------------------------------
 
@@ -311,6 +291,12 @@ class Service:
         except (FacegateError, OSError, ValueError) as exc:
             engine.gate = previous_gate
             logger.error("reload failed, keeping the previous configuration: %s", exc)
+            self._notify_reloaded()
+            return state
+        except Exception:
+            # A bug or an input no parser foresaw: the door must keep working as before.
+            engine.gate = previous_gate
+            logger.exception("reload failed unexpectedly, keeping the previous configuration")
             self._notify_reloaded()
             return state
         if self._keys_changed(config):
@@ -341,16 +327,39 @@ class Service:
         if self._ready:
             self._notifier.notify("READY=1")
 
-    def _watchdog(self, config: FacegateConfig) -> None:
-        """Ping systemd only while some camera delivers frames: a stalled camera gets us
-        restarted by WatchdogSec instead of silently watching nothing."""
+    def _watchdog(self, config: FacegateConfig, bus: DoorBus) -> None:
+        """Ping systemd only while some camera delivers frames and every component is alive:
+        a stalled camera, a dead thread or a long-dead MQTT link gets us restarted by
+        WatchdogSec instead of silently watching nothing."""
         now = time.monotonic()
         if now - self._last_ping < WATCHDOG_PING_S:
             return
+        bus.supervise()
+        problem = self._health_problem(config, bus, now)
+        if problem is not None:
+            if problem != self._unhealthy:
+                logger.error("watchdog withheld: %s", problem)
+            self._unhealthy = problem
+            return
+        if self._unhealthy is not None:
+            logger.info("watchdog resumed: every component is alive again")
+            self._unhealthy = None
+        self._notifier.notify("WATCHDOG=1")
+        self._last_ping = now
+
+    def _health_problem(self, config: FacegateConfig, bus: DoorBus, now: float) -> str | None:
+        """Why the daemon is not doing its job, or None when it is."""
         fresh = [
             g.last_frame_ts is not None and now - g.last_frame_ts < config.watchdog.stall_s
             for g in self._grabbers.values()
         ]
-        if any(fresh):
-            self._notifier.notify("WATCHDOG=1")
-            self._last_ping = now
+        if not any(fresh):
+            return f"no camera delivered a frame for {config.watchdog.stall_s:g} s"
+        if dead := [door for door, g in self._grabbers.items() if not g.alive]:
+            return f"camera supervisor dead for {', '.join(dead)}"
+        if stuck := [o.name for o in self._outputs if not o.healthy()]:
+            return f"output {', '.join(stuck)} dead or stuck"
+        limit = config.watchdog.mqtt_down_s
+        if limit > 0 and (down := bus.down_for()) > limit:
+            return f"MQTT link down for {down:.0f} s (limit {limit:g} s)"
+        return None

@@ -155,6 +155,12 @@ class LatestFrameGrabber:
             return self._connected
 
     @property
+    def alive(self) -> bool:
+        """The supervisor thread runs, or the source ended on its own (a finite file)."""
+        supervisor = self._supervisor
+        return self.finished or (supervisor is not None and supervisor.is_alive())
+
+    @property
     def finished(self) -> bool:
         """True once a finite, non-looping source has delivered its last frame."""
         with self._cond:
@@ -175,6 +181,14 @@ class LatestFrameGrabber:
     # -- supervisor ---------------------------------------------------------------------
 
     def _supervise(self) -> None:
+        try:
+            self._supervise_attempts()
+        except Exception:
+            # A bug here would leave the door blind while the process looks alive: say so;
+            # `alive` turns False, the service stops the watchdog and systemd restarts us.
+            logger.exception("camera %s: supervisor failed; no more frames", self._name)
+
+    def _supervise_attempts(self) -> None:
         number = 0
         while True:
             number += 1

@@ -228,6 +228,15 @@ class WatchdogConfig(BaseModel):
     stall_s: float = Field(
         default=10.0, ge=1, le=600, description="no new frame for this long stops pings, seconds"
     )
+    mqtt_down_s: float = Field(
+        default=120.0,
+        ge=0,
+        le=86400,
+        description=(
+            "an MQTT link down for this long stops pings, so systemd restarts the daemon"
+            " (events stay journaled); 0: never, seconds"
+        ),
+    )
 
 
 class FacegateConfig(BaseModel):

@@ -25,7 +25,7 @@ class VerifyRequest:
     timeout_s: float | None  # None: the daemon's recognition.verify_timeout_s
 
 
-VerifyHandler = Callable[[VerifyRequest], None]
+VerifyHandler = Callable[[VerifyRequest], object]  # the return value is ignored
 
 
 class DoorBus(ABC):
@@ -62,6 +62,13 @@ class DoorBus(ABC):
     @abstractmethod
     def close(self, timeout_s: float = 5.0) -> None:
         """Announce offline, wait (bounded) for pending acks, disconnect."""
+
+    def supervise(self) -> None:  # noqa: B027 - optional hook, a no-op for fakes
+        """Restart a background part that died; called from the service's watchdog tick."""
+
+    def down_for(self) -> float:
+        """Seconds the link to the controllers has been down; 0 while up."""
+        return 0.0
 
 
 def new_event_id() -> str:

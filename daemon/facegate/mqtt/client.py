@@ -41,6 +41,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from facegate.config.mqtt import MqttConfig
 from facegate.errors import BadInputError
@@ -50,6 +51,8 @@ from facegate.mqtt.requests import parse_verify_request
 from facegate.mqtt.signing import MIN_KEY_BYTES, load_signing_key
 
 logger = logging.getLogger(__name__)
+# paho's own messages (every packet at DEBUG): a child logger, so they can be silenced alone.
+_paho_logger = logging.getLogger(f"{__name__}.paho")
 
 RESULT_TTL_S: Final = 30.0
 MAX_INFLIGHT: Final = 100
@@ -68,6 +71,18 @@ def _expiry_interval_s(expires_at: float, now: float) -> int:
     # MQTT expiry is whole seconds; round up so a valid unlock is never cut short by the
     # broker. The signed expires_at stays the authority for controllers.
     return max(1, math.ceil(expires_at - now))
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """Untrusted text for a log line: escaped (no fake lines) and bounded."""
+    return repr(text[:limit])[1:-1]
+
+
+def _network_thread_alive(client: Client) -> bool:
+    # paho exposes no public "is the loop thread running"; its thread attribute is the
+    # documented-by-source way (set by loop_start, cleared when the loop ends).
+    thread = getattr(client, "_thread", None)
+    return thread is not None and bool(thread.is_alive())
 
 
 def check_door_id(door: str) -> None:
@@ -119,6 +134,7 @@ class MqttPublisher(DoorBus):
         self._inflight: dict[int, int | None] = {}  # paho mid -> journal seq (None: status)
         self._early_acks: set[int] = set()
         self._connected = False
+        self._down_since: float | None = None  # monotonic; None while connected
         self._connected_event = threading.Event()
         self._subscribe_mid: int | None = None
         self._started = False
@@ -144,10 +160,26 @@ class MqttPublisher(DoorBus):
         cfg = self._config
         logger.info("connecting to MQTT broker %s:%d as %s", cfg.host, cfg.port, self.client_id)
         self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=True)
+        self._down_since = time.monotonic()
         self._client.loop_start()
         for link in self._links:
             link.start(cfg)
         self._started = True
+
+    def supervise(self) -> None:
+        """Restart paho's network thread if it died (it must not; this is the safety net).
+
+        Our callbacks never raise and paho is told to suppress callback exceptions, so the
+        thread only ends on disconnect(); anything else is a bug, logged and recovered."""
+        if not self._started or self._closed or _network_thread_alive(self._client):
+            return
+        logger.error("MQTT network thread died; restarting it")
+        self._client.loop_start()
+
+    def down_for(self) -> float:
+        """Seconds since the link was last connected; 0 while connected or before start."""
+        down_since = self._down_since
+        return 0.0 if down_since is None else time.monotonic() - down_since
 
     def set_verify_handler(self, handler: VerifyHandler | None) -> None:
         self._verify_handler = handler
@@ -395,7 +427,11 @@ class MqttPublisher(DoorBus):
             with self._acks:
                 self._inflight.clear()
                 self._early_acks.clear()
-            _, self._subscribe_mid = client.subscribe(topic(self._prefix, "+", "verify"), qos=1)
+            # A retained request is an old claim, not a person at the door now: never sent.
+            options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+            _, self._subscribe_mid = client.subscribe(
+                topic(self._prefix, "+", "verify"), options=options
+            )
             self._publish_status(self._doors[0], "online")
             pending = self._journal.pending()  # drops expired unlocks
             # Unlocks first: behind thousands of QoS1 events a 5 s unlock would arrive dead.
@@ -404,6 +440,7 @@ class MqttPublisher(DoorBus):
             for entry in unlocks + others:
                 self._send(entry)
             self._connected = True
+            self._down_since = None
         self._failures = 0
         logger.info(
             "MQTT connected to %s:%d; resent %d pending message(s)",
@@ -441,6 +478,8 @@ class MqttPublisher(DoorBus):
         properties: Properties | None,
     ) -> None:
         self._connected = False
+        if self._down_since is None:
+            self._down_since = time.monotonic()
         self._connected_event.clear()
         if not self._closed:
             self._note_failure("MQTT connection lost: %s; events are journaled", reason_code)
@@ -470,6 +509,19 @@ class MqttPublisher(DoorBus):
             self._complete(seq)
 
     def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        # Runs on paho's network thread: an exception here would end it, and with it every
+        # unlock. Nothing may escape; the parser itself is total, this is the last guard.
+        try:
+            self._take_message(message)
+        except Exception:
+            logger.exception("incoming message on %r dropped", _printable(message.topic))
+
+    def _take_message(self, message: MQTTMessage) -> None:
+        if message.retain:
+            # Subscribed with "do not send retained"; a broker that ignores it still must
+            # not turn an old claim into a fresh one at every reconnect.
+            logger.warning("retained verify request on %r ignored", _printable(message.topic))
+            return
         request = parse_verify_request(
             message.topic, bytes(message.payload), self._prefix, self._doors
         )
@@ -477,12 +529,9 @@ class MqttPublisher(DoorBus):
         if request is None:
             return
         if handler is None:
-            logger.warning("verify request %s ignored: no handler", request.request_id)
+            logger.warning("verify request %r ignored: no handler", request.request_id)
             return
-        try:
-            handler(request)
-        except Exception:
-            logger.exception("verify handler failed for request %s", request.request_id)
+        handler(request)
 
 
 class _StatusLink:
@@ -531,6 +580,9 @@ def _base_client(cfg: MqttConfig, client_id: str) -> Client:
         client_id=client_id,
         protocol=MQTTProtocolVersion.MQTTv5,
     )
+    # A callback that raises is logged (with paho's message) instead of ending the thread.
+    client.suppress_exceptions = True
+    client.enable_logger(_paho_logger)
     if cfg.username is not None:
         password = _read_password(cfg.password_file) if cfg.password_file else None
         client.username_pw_set(cfg.username, password)
