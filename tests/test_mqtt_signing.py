@@ -16,6 +16,7 @@ from facegate.mqtt import (
     canonical_json,
     load_signing_key,
     sign,
+    signature_valid,
 )
 
 KEY = bytes(range(32))
@@ -197,7 +198,50 @@ def test_missing_sig_rejected(verifier: UnlockVerifier) -> None:
 
 def test_nan_rejected(verifier: UnlockVerifier) -> None:
     text = raw(unlock()).replace(b'"ts": ' + str(NOW).encode(), b'"ts": NaN')
-    assert reason_of(verifier, text) in {"bad_field", "bad_signature"}
+    assert reason_of(verifier, text) == "bad_json"
+
+
+def with_extra(text: bytes) -> bytes:
+    """The genuine unlock with one more field spliced in as raw JSON text."""
+    return raw(unlock())[:-1] + b', "extra": ' + text + b"}"
+
+
+# Issue 11 finding 3: each of these raised ValueError, TypeError or RecursionError.
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"[" * 1000 + b"]" * 1000, "bad_json"),
+        (b'{"a":' * 800 + b"1" + b"}" * 800, "too_large"),
+        (b'{"a":' * 600 + b"1" + b"}" * 600, "bad_json"),
+        (with_extra(b"[[[[[[1]]]]]]"), "bad_json"),
+        (with_extra(b"NaN"), "bad_json"),
+        (with_extra(b"Infinity"), "bad_json"),
+        (with_extra(b"-Infinity"), "bad_json"),
+        (with_extra(b"1e999"), "bad_json"),
+        (with_extra(b"-1e999"), "bad_json"),
+        (with_extra(b"9007199254740993"), "bad_json"),  # beyond 2**53: not exact in JS
+        (raw({**unlock(), "sig": "\u00e9"}), "bad_field"),
+        (json.dumps({**unlock(), "sig": "\u00e9"}, ensure_ascii=False).encode(), "bad_field"),
+        (raw({**unlock(), "sig": str(unlock()["sig"]).upper()}), "bad_field"),
+        (raw({**unlock(), "sig": str(unlock()["sig"])[:-1]}), "bad_field"),
+        (raw({**unlock(), "sig": 7}), "bad_field"),
+        (raw(unlock())[:-1] + b', "person": "mallory"}', "bad_json"),  # duplicate key
+        (raw(unlock()).decode().encode("utf-16"), "bad_json"),
+        (b'"' + b'\\"' * 2000, "bad_json"),
+    ],
+)
+def test_poison_is_rejected_and_the_genuine_unlock_still_verifies(
+    verifier: UnlockVerifier, payload: bytes, reason: str
+) -> None:
+    assert reason_of(verifier, payload) == reason
+    assert verifier.verify(raw(unlock())).person == "alice"
+
+
+def test_signature_valid_is_false_for_non_hex_signatures() -> None:
+    payload = unlock()
+    assert signature_valid(payload, KEY)
+    for sig in ("\u00e9" * 64, str(payload["sig"]).upper(), "", None, 1):
+        assert not signature_valid({**payload, "sig": sig}, KEY)
 
 
 def write_key(path: Path, text: str, mode: int = 0o600) -> Path:

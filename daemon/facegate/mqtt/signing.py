@@ -2,8 +2,24 @@
 
 Canonical form: the payload without ``sig``, ``json.dumps(sort_keys=True,
 separators=(",", ":"))`` with Python's default ASCII escaping, UTF-8 encoded. A
-controller in another language must reproduce exactly these bytes, so payloads only
-hold strings, integers and floats with at most millisecond precision.
+controller in another language must reproduce exactly these bytes (JavaScript:
+``JSON.parse``, sort the keys, ``JSON.stringify``), so a signed payload only holds values
+that both languages write the same way:
+
+- strings that are ASCII ids (door and person slugs, hex event ids), so Python's ``\\u``
+  escaping never applies;
+- ``seq``: an integer in [0, 2**53), exact in a JavaScript Number;
+- ``ts`` and ``expires_at``: epoch seconds (magnitude ~1e9), an int when the value is
+  integral, else a float with at most 3 decimals. For these Python's ``repr`` and
+  JavaScript's ``Number#toString`` agree (both write the shortest round-trip digits, in
+  plain notation from 1e-4 to 1e16). They differ for integral floats (``1796022114.0``
+  vs ``1796022114``), which are therefore never emitted, and in exponent notation
+  (``1e-07`` vs ``1e-7``), which no such number needs.
+
+The trust-and-fleet issue replaces this re-serialisation with a signed byte string.
+
+Every message the verifier reads is untrusted: ``load_json_object`` parses it strictly
+and ``UnlockVerifier.verify`` raises nothing but ``UnlockRejected``.
 """
 
 from __future__ import annotations
@@ -13,6 +29,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import stat
 import time
 from collections import OrderedDict
@@ -30,6 +47,16 @@ MIN_KEY_BYTES: Final = 16
 MAX_UNLOCK_BYTES: Final = 4096
 DEFAULT_MAX_SKEW_S: Final = 2.0
 DEFAULT_REPLAY_WINDOW: Final = 4096
+# Our messages are flat objects (depth 1); the rest is room for fields a newer sender may
+# add. Far below the recursion limit that json.loads would otherwise run into.
+MAX_JSON_DEPTH: Final = 4
+# I-JSON (RFC 7493): integers beyond this lose precision in a JavaScript Number.
+MAX_SAFE_INTEGER: Final = 2**53 - 1
+_SIG_PATTERN: Final = re.compile(r"[0-9a-f]{64}")
+_QUOTE: Final = ord('"')
+_BACKSLASH: Final = ord("\\")
+_OPENERS: Final = frozenset(b"[{")
+_CLOSERS: Final = frozenset(b"]}")
 
 
 def canonical_json(payload: Mapping[str, object]) -> bytes:
@@ -46,9 +73,96 @@ def sign(payload: Mapping[str, object], key: bytes) -> str:
 def signature_valid(payload: Mapping[str, object], key: bytes) -> bool:
     """True when ``payload["sig"]`` matches; constant-time comparison."""
     sig = payload.get(SIG_FIELD)
-    if not isinstance(sig, str):
+    # compare_digest raises TypeError on non-ASCII str: check the shape first.
+    if not isinstance(sig, str) or _SIG_PATTERN.fullmatch(sig) is None:
         return False
-    return hmac.compare_digest(sign(payload, key), sig)
+    return hmac.compare_digest(sign(payload, key).encode(), sig.encode())
+
+
+class JsonRejected(ValueError):
+    """Bytes that are not one strict, shallow JSON object; the message never echoes input."""
+
+
+def load_json_object(payload: bytes, max_depth: int = MAX_JSON_DEPTH) -> dict[str, object]:
+    """Parse untrusted bytes as one JSON object; JsonRejected is the only exception.
+
+    Strict: UTF-8; at most ``max_depth`` nested arrays/objects, checked before json runs
+    (deep nesting would hit its recursion limit); no NaN/Infinity; numbers a double holds
+    (no 1e999, no integer beyond 2**53); no duplicate keys (parsers disagree on which one
+    wins). Callers bound the size first: the work here is linear in it.
+    """
+    if _nested_deeper_than(payload, max_depth):
+        raise JsonRejected(f"nested deeper than {max_depth}")
+    try:
+        value = json.loads(
+            payload.decode("utf-8"),
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            parse_int=_safe_int,
+            object_pairs_hook=_unique_keys,
+        )
+    except JsonRejected:
+        raise
+    except UnicodeDecodeError:
+        raise JsonRejected("not UTF-8") from None
+    except (ValueError, RecursionError):  # RecursionError: a second line of defence
+        raise JsonRejected("not JSON") from None
+    if not isinstance(value, dict):
+        raise JsonRejected("not a JSON object")
+    return value
+
+
+def _nested_deeper_than(payload: bytes, limit: int) -> bool:
+    """True if brackets outside strings nest deeper than ``limit`` (or the JSON is bad).
+
+    A byte scan: in UTF-8 the bytes of quotes, backslashes and brackets never occur inside
+    a multi-byte character. It can only over-count on malformed JSON, which is refused
+    anyway. (A regular expression for strings goes quadratic on runs of escaped quotes.)
+    """
+    if payload.count(b"[") + payload.count(b"{") <= limit:
+        return False  # the usual case, decided in C
+    depth = 0
+    in_string = escaped = False
+    for byte in payload:
+        if escaped:
+            escaped = False
+        elif in_string:
+            escaped = byte == _BACKSLASH
+            in_string = byte != _QUOTE
+        elif byte == _QUOTE:
+            in_string = True
+        elif byte in _OPENERS:
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in _CLOSERS:
+            depth -= 1
+    return False
+
+
+def _refuse_constant(name: str) -> object:
+    raise JsonRejected(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise JsonRejected("number out of range")
+    return value
+
+
+def _safe_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > MAX_SAFE_INTEGER:
+        raise JsonRejected("number out of range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        raise JsonRejected("duplicate key")
+    return body
 
 
 def load_signing_key(path: Path, field: str = "mqtt.signing_key_file") -> bytes:
@@ -144,6 +258,7 @@ class UnlockVerifier:
         """Return the unlock if it may open the door now, else raise UnlockRejected."""
         message = _parse(payload)
         unlock = _fields(message)
+        _check_sig_shape(message)
         if not signature_valid(message, self._key):
             raise UnlockRejected("bad_signature")
         if unlock.door != self._door:
@@ -180,12 +295,9 @@ def _parse(payload: bytes) -> dict[str, object]:
     if len(payload) > MAX_UNLOCK_BYTES:
         raise UnlockRejected("too_large", f"{len(payload)} bytes")
     try:
-        message = json.loads(payload)
-    except (UnicodeDecodeError, ValueError):
-        raise UnlockRejected("bad_json") from None
-    if not isinstance(message, dict):
-        raise UnlockRejected("bad_json", "not an object")
-    return message
+        return load_json_object(payload)
+    except JsonRejected as exc:
+        raise UnlockRejected("bad_json", str(exc)) from None
 
 
 def _fields(message: Mapping[str, object]) -> VerifiedUnlock:
@@ -200,6 +312,12 @@ def _fields(message: Mapping[str, object]) -> VerifiedUnlock:
         ts=_number(message, "ts"),
         expires_at=_number(message, "expires_at"),
     )
+
+
+def _check_sig_shape(message: Mapping[str, object]) -> None:
+    sig = message[SIG_FIELD]
+    if not isinstance(sig, str) or _SIG_PATTERN.fullmatch(sig) is None:
+        raise UnlockRejected("bad_field", "sig must be 64 lowercase hex characters")
 
 
 def _text(message: Mapping[str, object], name: str) -> str:
