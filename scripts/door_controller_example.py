@@ -6,6 +6,10 @@ unlock with the reference ``UnlockVerifier`` (signature, door, expiry, replay) a
 ``UNLOCK door=.. person=.. seq=..`` or ``REJECTED reason=..``. With ``--gpio-pin`` and
 gpiozero installed, an accepted unlock drives the pin high for ``--pulse-s`` seconds.
 
+Every message is untrusted: the broker drops packets above ``MAX_PACKET_BYTES`` for this
+client (MQTT v5 Maximum Packet Size), the verifier rejects anything but a genuine unlock,
+and a message that fails in any other way costs one log line, never the MQTT thread.
+
 Exit status: 0 after ``--count`` unlocks (or at ``--timeout`` when no count was asked
 for, or on SIGTERM/SIGINT), 1 when the timeout hits before ``--count`` unlocks, 2 on bad
 arguments or key. Every exit path switches the relay off and releases it.
@@ -21,17 +25,28 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Final
 
 from paho.mqtt.client import Client, ConnectFlags, MQTTMessage
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from facegate.errors import BadInputError
-from facegate.mqtt.signing import UnlockRejected, UnlockVerifier, load_signing_key
+from facegate.mqtt.signing import (
+    MAX_UNLOCK_BYTES,
+    UnlockRejected,
+    UnlockVerifier,
+    load_signing_key,
+)
 
 logger = logging.getLogger("door_controller")
+
+# Room for an unlock (the verifier rejects more than MAX_UNLOCK_BYTES), its topic and
+# properties; the broker never sends us a bigger packet, so none is ever read into memory.
+MAX_PACKET_BYTES: Final = MAX_UNLOCK_BYTES + 4096
+MAX_STATUS_CHARS: Final = 200
 
 
 class Relay:
@@ -118,19 +133,35 @@ class Controller:
         client.subscribe([(self.unlock_topic, 1), (self.status_topic, 1)])
 
     def on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
-        if message.topic == self.status_topic:
-            print(f"STATUS {message.payload.decode(errors='replace')}", flush=True)
+        # paho calls this on its network thread: an exception escaping from here would end
+        # the thread, and no later unlock would ever be read.
+        try:
+            self.handle(message.topic, bytes(message.payload))
+        except Exception as exc:  # noqa: BLE001 - one line, then on to the next message
+            logger.error("message on %r not handled: %r", message.topic, exc)
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """Print a status, or verify an unlock and pulse the relay."""
+        if topic == self.status_topic:
+            print(f"STATUS {_escaped(payload[: MAX_STATUS_CHARS * 4])}", flush=True)
             return
         try:
-            unlock = self.verifier.verify(bytes(message.payload))
+            unlock = self.verifier.verify(payload)
         except UnlockRejected as exc:
             print(f"REJECTED reason={exc.reason}", flush=True)
             return
+        # Signed by facegate: door and person are its own ids, printed as they are.
         print(f"UNLOCK door={unlock.door} person={unlock.person} seq={unlock.seq}", flush=True)
         self.relay.pulse()
         self.accepted += 1
         if self.wanted is not None and self.accepted >= self.wanted:
             self.done.set()
+
+
+def _escaped(payload: bytes) -> str:
+    """One printable line: anyone on the broker can publish a status with a newline."""
+    text = payload.decode("utf-8", errors="replace")[:MAX_STATUS_CHARS]
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -182,6 +213,9 @@ def make_client(args: argparse.Namespace, controller: Controller) -> Client:
         )
     client.on_connect = controller.on_connect
     client.on_message = controller.on_message
+    # A second net under on_message: an exception in any callback is logged, not fatal.
+    client.suppress_exceptions = True
+    client.enable_logger(logger)
     client.reconnect_delay_set(1, 10)
     return client
 
@@ -208,7 +242,7 @@ def main(argv: list[str] | None = None, *, relay: Relay | None = None) -> int:
         return 2
     stop_signals: list[int] = []
     previous = _install_stop_handlers(stop_signals)
-    client.connect_async(args.host, args.port, keepalive=30)
+    client.connect_async(args.host, args.port, keepalive=30, properties=_connect_properties())
     client.loop_start()
     try:
         finished = _wait_done(controller.done, args.timeout, stop_signals)
@@ -224,6 +258,12 @@ def main(argv: list[str] | None = None, *, relay: Relay | None = None) -> int:
         print(f"TIMEOUT after {controller.accepted} of {args.count} unlocks", flush=True)
         return 1
     return 0
+
+
+def _connect_properties() -> Properties:
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.MaximumPacketSize = MAX_PACKET_BYTES
+    return properties
 
 
 def _install_stop_handlers(stop_signals: list[int]) -> dict[int, Any]:

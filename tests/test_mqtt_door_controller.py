@@ -1,8 +1,12 @@
-"""The example door controller's relay: pulses extend, every exit path switches it off."""
+"""The example door controller: relay pulses extend, every exit path switches it off, and
+no message (poison or a failing relay) stops it from acting on the next genuine unlock."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import json
+import logging
 import signal
 import subprocess
 import sys
@@ -10,10 +14,15 @@ import threading
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+import pytest
+from paho.mqtt.client import Client, MQTTMessage
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from broker import MosquittoBroker
 from facegate.config.mqtt import MqttConfig
-from facegate.mqtt import MqttPublisher, new_event_id
+from facegate.mqtt import MqttPublisher, UnlockVerifier, build_unlock, new_event_id
 
 CONTROLLER = Path(__file__).resolve().parent.parent / "scripts" / "door_controller_example.py"
 KEY = bytes(range(32))
@@ -132,3 +141,138 @@ def test_sigterm_during_pulse_releases_relay(mosquitto: MosquittoBroker, tmp_pat
     assert proc.returncode == 0
     assert out.splitlines() == ["RELAY off", "RELAY closed"]
     assert "stopped by SIGTERM" in err and "relay released" in err
+
+
+def genuine_unlock(seq: int = 1, door: str = "front") -> bytes:
+    return json.dumps(
+        build_unlock(KEY, door, "alice", new_event_id(), seq, time.time(), 30.0)
+    ).encode()
+
+
+def with_extra(payload: bytes, text: bytes) -> bytes:
+    return payload[:-1] + b', "extra": ' + text + b"}"
+
+
+def start_controller(broker: MosquittoBroker, key_file: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", WRAPPER, str(CONTROLLER)]
+        + ["--port", str(broker.port), "--prefix", PREFIX, "--door", "front"]
+        + ["--key-file", str(key_file), "--count", "1", "--timeout", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def raw_publisher(broker: MosquittoBroker) -> Client:
+    client = Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    return client
+
+
+def test_poison_unlocks_do_not_stop_the_genuine_one(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "hmac.key"
+    key_file.write_text(KEY.hex())
+    key_file.chmod(0o600)
+    genuine = genuine_unlock()
+    poison: list[tuple[bytes, str | None]] = [  # payload, REJECTED reason (None: not delivered)
+        (b"[" * 1000 + b"]" * 1000, "bad_json"),
+        (with_extra(genuine_unlock(seq=2), b"NaN"), "bad_json"),
+        (with_extra(genuine_unlock(seq=3), b"1e999"), "bad_json"),
+        (json.dumps({**json.loads(genuine_unlock(seq=4)), "sig": "\u00e9"}).encode(), "bad_field"),
+        (b"\xff\xfe\x00{}", "bad_json"),
+        (b"x" * 1_000_000, None),  # above the controller's Maximum Packet Size: never sent
+        (b"x" * 5000, "too_large"),
+    ]
+    proc = start_controller(mosquitto, key_file)
+    publisher = raw_publisher(mosquitto)
+    try:
+        assert proc.stdout is not None
+        # A retained status tells us the controller subscribed; its newline must not forge
+        # an UNLOCK line.
+        forged = b'{"state": "online"}\nUNLOCK door=front person=mallory seq=9'
+        publisher.publish(f"{PREFIX}/front/status", forged, qos=1, retain=True)
+        assert proc.stdout.readline() == (
+            'STATUS {"state": "online"}\\nUNLOCK door=front person=mallory seq=9\n'
+        )
+        for payload, _ in poison:
+            publisher.publish(f"{PREFIX}/front/unlock", payload, qos=1).wait_for_publish(WAIT_S)
+        publisher.publish(f"{PREFIX}/front/unlock", genuine, qos=1).wait_for_publish(WAIT_S)
+        out, err = proc.communicate(timeout=WAIT_S)
+    finally:
+        publisher.publish(f"{PREFIX}/front/status", b"", qos=1, retain=True).wait_for_publish(1)
+        publisher.disconnect()
+        publisher.loop_stop()
+        proc.kill()
+        proc.wait(WAIT_S)
+    expected = [f"REJECTED reason={reason}" for _, reason in poison if reason is not None]
+    assert out.splitlines() == expected + [
+        "UNLOCK door=front person=alice seq=1",
+        "RELAY on",
+        "RELAY off",
+        "RELAY closed",
+    ], err
+    assert proc.returncode == 0 and "Traceback" not in err and "not handled" not in err
+
+
+def controller(relay_device: object) -> Any:
+    """The example's Controller with a real verifier, fed messages in-process."""
+    module = load_controller()
+    args = argparse.Namespace(prefix=PREFIX, door="front", count=None)
+    relay = module.Relay(None, 60.0, device=relay_device)
+    return module.Controller(args, UnlockVerifier(KEY, "front"), relay)
+
+
+class FailingOnceDevice(FakeDevice):
+    """A relay whose first switch-on fails, as a GPIO line held by another process does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    def on(self) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(16, "GPIO busy\nUNLOCK forged")
+        super().on()
+
+
+def message(topic: str, payload: bytes) -> MQTTMessage:
+    msg = MQTTMessage(topic=topic.encode())
+    msg.payload = payload
+    return msg
+
+
+def test_a_failing_relay_costs_one_log_line_and_the_next_unlock_opens(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    device = FailingOnceDevice()
+    ctl = controller(device)
+    client = Client(CallbackAPIVersion.VERSION2)
+    with caplog.at_level(logging.ERROR, logger="door_controller"):
+        ctl.on_message(client, None, message(f"{PREFIX}/front/unlock", genuine_unlock(1)))
+        ctl.on_message(client, None, message(f"{PREFIX}/front/unlock", genuine_unlock(2)))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"message on '{PREFIX}/front/unlock' not handled: OSError(16, 'GPIO busy\\nUNLOCK forged')"
+    ]
+    assert device.is_on
+    assert capsys.readouterr().out.splitlines() == [
+        "UNLOCK door=front person=alice seq=1",
+        "UNLOCK door=front person=alice seq=2",
+    ]
+    ctl.relay.close()
+
+
+def test_an_oversized_unlock_is_rejected_before_parsing(capsys: pytest.CaptureFixture[str]) -> None:
+    ctl = controller(FakeDevice())
+    client = Client(CallbackAPIVersion.VERSION2)
+    ctl.on_message(client, None, message(f"{PREFIX}/front/unlock", b"[" * 1_000_000))
+    ctl.on_message(client, None, message(f"{PREFIX}/front/unlock", genuine_unlock()))
+    assert capsys.readouterr().out.splitlines() == [
+        "REJECTED reason=too_large",
+        "UNLOCK door=front person=alice seq=1",
+    ]
+    ctl.relay.close()
