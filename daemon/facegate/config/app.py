@@ -27,7 +27,8 @@ MAX_THRESHOLD: Final = 1.1
 DoorId = Annotated[str, StringConstraints(pattern=DOOR_ID_PATTERN)]
 SourceKind = Literal["picamera2", "device", "url", "file", "folder"]
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
+# allow_inf_nan=False: `.inf` or `.nan` is never a sensible number of seconds or pixels.
+_FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 
@@ -228,8 +229,10 @@ class WatchdogConfig(BaseModel):
     stall_s: float = Field(
         default=10.0, ge=1, le=600, description="no new frame for this long stops pings, seconds"
     )
+    # 300 s: with the unit's 30 s WatchdogSec a long broker outage restarts us about every
+    # 5.5 min, well under StartLimitBurst (5 in 10 min) that would leave the unit failed.
     mqtt_down_s: float = Field(
-        default=120.0,
+        default=300.0,
         ge=0,
         le=86400,
         description=(
