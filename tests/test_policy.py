@@ -5,6 +5,7 @@ Pure unit tests on tiny synthetic MatchResults and a fake clock: no models, no b
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -540,3 +541,37 @@ def test_face_mode_answers_claims_without_changing_unlocks(
     decisions = flat(run(door, clock, [[claimed("bob", "alice", 1.2)]] * 3))
     assert [(d.kind, d.person) for d in decisions] == [("granted", "bob")]
     assert [(o.request_id, o.match) for o in door.take_claim_outcomes()] == [("r12", False)]
+
+
+# --- face tracks -----------------------------------------------------------------------------
+
+
+def tracked(identity: str, track_id: int) -> FaceObservation:
+    return dataclasses.replace(seen(identity), track_id=track_id)
+
+
+def test_two_people_in_view_never_pool_their_frames(
+    people: EnrollmentConfig, clock: FakeClock
+) -> None:
+    """Alice's face on two different tracks, 2 frames each: no track has 3 frames."""
+    door = policy(people, clock)
+    frames = [[tracked("alice", 1)], [tracked("alice", 2)], [tracked("alice", 1)]]
+    frames += [[tracked("alice", 2)]]
+    assert all(not d for d in run(door, clock, frames))
+    # Untracked (as before tracks existed), the same frames pool and confirm.
+    door = policy(people, clock)
+    assert any(run(door, clock, [[seen("alice")]] * 3))
+
+
+def test_a_track_whose_identity_changes_never_confirms(
+    people: EnrollmentConfig, clock: FakeClock
+) -> None:
+    door = policy(people, clock, window=5, confirm_frames=3)
+    flip = [[tracked("alice", 7)], [tracked("dave", 7)]] * 3
+    assert all(not d for d in run(door, clock, flip))
+
+
+def test_a_steady_track_confirms_once(people: EnrollmentConfig, clock: FakeClock) -> None:
+    door = policy(people, clock)
+    decisions = [d for frame in run(door, clock, [[tracked("alice", 3)]] * 6) for d in frame]
+    assert [(d.kind, d.person) for d in decisions] == [("granted", "alice")]

@@ -6,9 +6,12 @@ Pure decision logic for one door: no I/O, no threads, no MQTT. The service calls
 Time comes from an injectable clock (epoch seconds) so tests need no sleeping.
 
 Rules, all failing closed:
-- An identity is confirmed when it is the accepted identity in at least `confirm_frames` of
-  the last `window` frames (frames, not faces). Confirmation clears that identity's history,
-  so one approach gives one decision.
+- An identity is confirmed when it is the accepted identity of one face track in at least
+  `confirm_frames` of the last `window` frames (frames, not faces), and that track named no
+  one else in the window: two people in view never pool their frames, and a track whose
+  identity changes never confirms. Faces without a track id (offline tools, tests) count as
+  one track per identity. Confirmation clears that identity's history, so one approach
+  gives one decision.
 - A confirmed identity is granted only if enrolled in the directory, valid now (not disabled,
   inside valid_from..valid_until), allowed at this door and inside its schedule (if any).
 - After a granted or denied decision the same person gets no new decision at this door for
@@ -42,6 +45,8 @@ NO_CLAIM: Final = "card_and_face: no valid claim"
 CLAIM_MISMATCH: Final = "face does not match claim"
 
 DecisionKind = Literal["granted", "denied", "unknown"]
+#: A face track id, or ("-", identity) for untracked faces: one pseudo-track per identity.
+TrackKey = int | tuple[str, str | None]
 
 
 # --- what the policy needs from the people's source (EnrollmentConfig fits as is) ----------
@@ -82,6 +87,7 @@ class FaceObservation:
 
     match: MatchResult  # 1:K identify, threshold and margin applied
     claim_match: MatchResult | None = None  # 1:1 verify against the active claim, if any
+    track_id: int | None = None  # the face track (facegate.tracking); None: untracked
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +122,6 @@ class ClaimOutcome:
 class _Frame:
     """What one frame contributed to the window."""
 
-    identities: set[str]
     unknown: bool
     claim: bool  # a face matched the active claim 1:1 (and nobody else 1:K)
 
@@ -152,6 +157,9 @@ class DoorPolicy:
         self.door = door
         self._clock = clock
         self._frames: deque[_Frame] = deque()
+        # track key -> the accepted identity of that track in each of the last `window`
+        # frames (None: not seen, or seen without an accepted identity).
+        self._tracks: dict[TrackKey, deque[str | None]] = {}
         self._cooldown: dict[str, float] = {}
         # "no valid claim" denials have their own rate limit so that a face seen before the
         # badge is swiped does not put the person's claim into cooldown.
@@ -172,6 +180,7 @@ class DoorPolicy:
         self._recognition = recognition
         self._people = people
         self._frames = deque(maxlen=recognition.window)
+        self._tracks = {}
 
     # --- frames -----------------------------------------------------------------------------
 
@@ -180,9 +189,8 @@ class DoorPolicy:
         now = self._clock() if now is None else now
         self._expire(now)
         digest = self._digest(faces)
-        self._frames.append(
-            _Frame(set(digest.best), digest.unknown is not None, digest.claim is not None)
-        )
+        self._frames.append(_Frame(digest.unknown is not None, digest.claim is not None))
+        self._advance_tracks(faces)
         decisions: list[Decision] = []
         self._resolve_claim_match(digest, now, decisions)
         for identity in sorted(digest.best):
@@ -218,12 +226,36 @@ class DoorPolicy:
             if claim.best_distance is None or result.distance < claim.best_distance:
                 claim.best_distance = result.distance
 
+    def _advance_tracks(self, faces: Sequence[FaceObservation]) -> None:
+        """One window slot per track for this frame; tracks that named no one for a whole
+        window are dropped."""
+        seen: dict[TrackKey, str | None] = {}
+        for face in faces:
+            identity = face.match.identity
+            key: TrackKey = face.track_id if face.track_id is not None else ("-", identity)
+            if identity is not None or key not in seen:
+                seen[key] = identity
+        for key in seen.keys() - self._tracks.keys():
+            self._tracks[key] = deque(maxlen=self._recognition.window)
+        for key, window in list(self._tracks.items()):
+            window.append(seen.get(key))
+            if not any(window):
+                del self._tracks[key]
+
     def _count(self, identity: str) -> int:
-        return sum(1 for frame in self._frames if identity in frame.identities)
+        """Frames of the best track that named `identity` and no one else in the window."""
+        best = 0
+        for window in self._tracks.values():
+            named = [name for name in window if name is not None]
+            if named and all(name == identity for name in named):
+                best = max(best, len(named))
+        return best
 
     def _forget(self, identity: str) -> None:
-        for frame in self._frames:
-            frame.identities.discard(identity)
+        for window in self._tracks.values():
+            for index, name in enumerate(window):
+                if name == identity:
+                    window[index] = None
 
     def _confirm_identity(
         self, identity: str, digest: _Digest, now: float, out: list[Decision]

@@ -32,6 +32,7 @@ from facegate.mqtt import DoorBus, MqttPublisher, load_door_keys
 from facegate.mqtt.intake import RequestIntake
 from facegate.outputs import MqttOutput, OutputWorker
 from facegate.policy import ClaimOutcome, Decision, DoorPolicy, FaceObservation
+from facegate.tracking import FaceTracker, TrackedFace
 from facegate.vision.engine import FaceEngine
 from facegate.vision.quality import QualityGate
 from facegate.vision.types import FaceEncoding
@@ -95,6 +96,7 @@ class Service:
         self._ready = False  # READY=1 sent: models loaded and a first frame seen
         self._grabbers: dict[str, LatestFrameGrabber] = {}
         self._policies: dict[str, DoorPolicy] = {}
+        self._trackers: dict[str, FaceTracker] = {}
         self._cameras: dict[str, CameraConfig] = {}  # as started: doors change only on restart
         self._door_keys: dict[str, bytes] = {}  # as started: keys change only on restart
         self._next_due: dict[str, float] = {}
@@ -169,6 +171,7 @@ class Service:
             self._policies[camera.door] = DoorPolicy(
                 camera.door, camera.mode, config.recognition, state.enrollment
             )
+            self._trackers[camera.door] = FaceTracker()
             self._next_due[camera.door] = 0.0
 
     # -- the loop --------------------------------------------------------------------------
@@ -217,8 +220,13 @@ class Service:
         self._next_due[door] = time.monotonic() + MIN_INTERVAL_SHARE / self._cameras[door].fps
         policy = self._policies[door]
         faces = engine.encode(frame.image)
+        tracks = self._trackers[door].update(
+            [TrackedFace(f.detection.box, f.embedding) for f in faces]
+        )
         observations = [
-            self._observe(face, policy, state) for face in faces if face.embedding is not None
+            self._observe(face, track, policy, state)
+            for face, track in zip(faces, tracks, strict=True)
+            if face.embedding is not None
         ]
         for decision in policy.observe(observations):
             self._publish_decision(decision)
@@ -226,7 +234,9 @@ class Service:
         return True
 
     @staticmethod
-    def _observe(face: FaceEncoding, policy: DoorPolicy, state: Recognition) -> FaceObservation:
+    def _observe(
+        face: FaceEncoding, track_id: int, policy: DoorPolicy, state: Recognition
+    ) -> FaceObservation:
         assert face.embedding is not None
         rec = state.config.recognition
         match = state.matcher.identify(face.embedding, rec.threshold, rec.margin)
@@ -234,7 +244,7 @@ class Service:
         claim_match = (
             state.matcher.verify(face.embedding, claimed, rec.threshold) if claimed else None
         )
-        return FaceObservation(match, claim_match)
+        return FaceObservation(match, claim_match, track_id)
 
     def _publish_decision(self, decision: Decision) -> None:
         logger.info(
