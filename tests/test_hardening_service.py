@@ -9,10 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from facegate.decisions import ClaimOutcome, Decision, ReasonCode
 from facegate.mqtt import RecordingDoorBus, VerifyRequest
+from facegate.mqtt.contract import event_payload
 from facegate.mqtt.intake import RequestIntake
-from facegate.outputs import MqttOutput, Output, OutputWorker, event_payload
-from facegate.policy import ClaimOutcome, Decision
+from facegate.outputs import MqttOutput, Output, OutputWorker
 
 
 class FakeClock:
@@ -35,6 +36,7 @@ def decision(n: int, *, unlock: bool, door: str = "front") -> Decision:
         distance=0.5,
         margin=0.3,
         frames=3,
+        code=ReasonCode.MATCH if unlock else ReasonCode.UNKNOWN_FACE,
         reason="test",
         event_id=f"e{n}",
         ts=1.0,
@@ -155,7 +157,9 @@ def test_unlocks_overtake_queued_events_and_results(
     worker.submit_decision(decision(0, unlock=False))  # the worker blocks on this one
     time.sleep(0.2)
     for i in range(1, 4):
-        worker.submit_claim_outcome("front", ClaimOutcome(f"q{i}", "jerry", False, None, "x"))
+        worker.submit_claim_outcome(
+            "front", ClaimOutcome(f"q{i}", "jerry", False, None, ReasonCode.TIMEOUT, "x")
+        )
         worker.submit_decision(decision(i, unlock=False))
     worker.submit_decision(decision(9, unlock=True))
     output.release.set()
@@ -212,7 +216,9 @@ def test_mqtt_output_publishes_the_contract() -> None:
     output = MqttOutput(bus, "pi")
     granted = decision(1, unlock=True)
     output.decision(granted)
-    output.claim_outcome("front", ClaimOutcome("q1", "jerry", True, 0.51234, "matched"))
+    output.claim_outcome(
+        "front", ClaimOutcome("q1", "jerry", True, 0.51234, ReasonCode.MATCH, "matched")
+    )
     assert [u["person"] for u in bus.unlocks] == ["jerry"]
     assert bus.events == [("front", event_payload(granted, "pi"))]
     assert bus.events[0][1]["device"] == "pi"

@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 
 from facegate.config import EnrollmentConfig, RecognitionConfig, load_enrollment
+from facegate.decisions import ClaimOutcome, Decision, ReasonCode
 from facegate.matching import MatchResult
 from facegate.policy import (
     CLAIM_MISMATCH,
     NO_CLAIM,
-    ClaimOutcome,
-    Decision,
     DoorPolicy,
     FaceObservation,
     PeopleDirectory,
@@ -330,9 +329,25 @@ def test_every_denial_carries_its_reason(
     gate = policy(people, clock, door=door)
     [decision] = flat(run(gate, clock, [[seen(identity)]] * 3, dt=0))
     assert decision.reason == (reason or "match")
+    assert decision.code == _code_of(reason)
     assert decision.kind == ("granted" if reason is None else "denied")
     assert decision.unlock is (reason is None)
     assert decision.person == identity
+
+
+def _code_of(reason: str | None) -> ReasonCode:
+    """The code a program reads beside each human reason of the table above."""
+    if reason is None:
+        return ReasonCode.MATCH
+    prefixes = {
+        "not allowed at door": ReasonCode.DOOR_NOT_ALLOWED,
+        "outside schedule": ReasonCode.OUTSIDE_SCHEDULE,
+        "not enrolled": ReasonCode.NOT_ENROLLED,
+    }
+    for prefix, code in prefixes.items():
+        if reason.startswith(prefix):
+            return code
+    return ReasonCode.NOT_VALID_NOW  # not valid before, expired, disabled
 
 
 def test_unknown_schedule_fails_closed(clock: FakeClock) -> None:
@@ -354,6 +369,7 @@ def test_unknown_schedule_fails_closed(clock: FakeClock) -> None:
     door = DoorPolicy("front", "face", recognition(), Directory(), clock=clock)  # type: ignore[arg-type]
     [decision] = flat(run(door, clock, [[seen("alice")]] * 3))
     assert (decision.kind, decision.reason) == ("denied", "unknown schedule gone")
+    assert decision.code is ReasonCode.UNKNOWN_SCHEDULE
 
 
 # --- claims -----------------------------------------------------------------------------------
@@ -389,7 +405,7 @@ def test_card_and_face_claim_and_matching_face_is_granted(
     assert (decision.kind, decision.person, decision.request_id) == ("granted", "alice", "r1")
     assert decision.unlock and decision.distance == 0.55 and decision.frames == 3
     assert door.take_claim_outcomes() == [
-        ClaimOutcome("r1", "alice", True, 0.55, "match"),
+        ClaimOutcome("r1", "alice", True, 0.55, ReasonCode.MATCH, "match"),
     ]
     assert door.take_claim_outcomes() == []
     assert door.active_claim_identity() is None
@@ -419,10 +435,12 @@ def test_card_and_face_other_face_is_denied(people: EnrollmentConfig, clock: Fak
     decisions = flat(run(door, clock, [[claimed("bob", "alice", 1.3)]] * 3))
     [decision] = decisions
     assert (decision.kind, decision.person, decision.reason) == ("denied", "bob", CLAIM_MISMATCH)
+    assert decision.code is ReasonCode.CLAIM_MISMATCH
     assert decision.request_id == "r3" and not decision.unlock
     [outcome] = door.take_claim_outcomes()
     assert (outcome.request_id, outcome.identity, outcome.match) == ("r3", "alice", False)
     assert outcome.reason == CLAIM_MISMATCH and outcome.distance == 1.3
+    assert outcome.code is ReasonCode.CLAIM_MISMATCH
     assert door.expired_claims(clock.now + 60) == []  # answered once only
 
 
@@ -479,6 +497,7 @@ def test_claim_expires_exactly_once(people: EnrollmentConfig, clock: FakeClock) 
     [outcome] = door.expired_claims()
     assert (outcome.request_id, outcome.identity, outcome.match) == ("r6", "alice", False)
     assert outcome.reason == "timeout" and outcome.distance == 0.95
+    assert outcome.code is ReasonCode.TIMEOUT
     assert door.expired_claims() == [] and door.take_claim_outcomes() == []
     assert door.active_claim_identity() is None
     # A match after the timeout no longer unlocks.
@@ -535,7 +554,9 @@ def test_face_mode_answers_claims_without_changing_unlocks(
     door.claim("r11", "alice", timeout_s=5)
     decisions = flat(run(door, clock, [[claimed("alice", "alice", 0.5)]] * 3))
     assert [(d.kind, d.person, d.request_id) for d in decisions] == [("granted", "alice", None)]
-    assert door.take_claim_outcomes() == [ClaimOutcome("r11", "alice", True, 0.5, "match")]
+    assert door.take_claim_outcomes() == [
+        ClaimOutcome("r11", "alice", True, 0.5, ReasonCode.MATCH, "match")
+    ]
 
     door.claim("r12", "alice", timeout_s=5)
     decisions = flat(run(door, clock, [[claimed("bob", "alice", 1.2)]] * 3))

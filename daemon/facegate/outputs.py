@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
+from facegate.decisions import ClaimOutcome, Decision
 from facegate.mqtt.bus import DoorBus
-from facegate.policy import ClaimOutcome, Decision
+from facegate.mqtt.contract import event_payload, verify_result_payload
 
 logger = logging.getLogger(__name__)
 
@@ -69,39 +70,10 @@ class MqttOutput(Output):
         self._bus.publish_event(decision.door, event_payload(decision, self._device))
 
     def claim_outcome(self, door: str, outcome: ClaimOutcome) -> None:
-        self._bus.publish_verify_result(
-            door,
-            {
-                "request_id": outcome.request_id,
-                "identity": outcome.identity,
-                "match": outcome.match,
-                "distance": None if outcome.distance is None else round(outcome.distance, 4),
-                "reason": outcome.reason,
-                "ts": time.time(),
-            },
-        )
+        self._bus.publish_verify_result(door, verify_result_payload(outcome))
 
     def close(self) -> None:
         self._bus.close()
-
-
-def event_payload(decision: Decision, device: str) -> dict[str, object]:
-    """The `<prefix>/<door>/event` payload of the MQTT contract."""
-    event: dict[str, object] = {
-        "event_id": decision.event_id,
-        "device": device,
-        "door": decision.door,
-        "decision": decision.kind,
-        "person": decision.person,
-        "distance": round(decision.distance, 4),
-        "margin": round(decision.margin, 4),
-        "frames": decision.frames,
-        "reason": decision.reason,
-        "ts": decision.ts,
-    }
-    if decision.request_id is not None:
-        event["request_id"] = decision.request_id
-    return event
 
 
 class Priority(IntEnum):

@@ -33,9 +33,10 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final, Literal, Protocol
+from typing import Final, Protocol
 
 from facegate.config.app import RecognitionConfig
+from facegate.decisions import ClaimOutcome, Decision, DecisionKind, ReasonCode
 from facegate.matching import MatchResult
 
 logger = logging.getLogger(__name__)
@@ -43,8 +44,8 @@ logger = logging.getLogger(__name__)
 MODES: Final = frozenset({"face", "card_and_face"})
 NO_CLAIM: Final = "card_and_face: no valid claim"
 CLAIM_MISMATCH: Final = "face does not match claim"
+_TEXT: Final = {ReasonCode.NO_CLAIM: NO_CLAIM, ReasonCode.CLAIM_MISMATCH: CLAIM_MISMATCH}
 
-DecisionKind = Literal["granted", "denied", "unknown"]
 #: A face track id, or ("-", identity) for untracked faces: one pseudo-track per identity.
 TrackKey = int | tuple[str, str | None]
 
@@ -88,34 +89,6 @@ class FaceObservation:
     match: MatchResult  # 1:K identify, threshold and margin applied
     claim_match: MatchResult | None = None  # 1:1 verify against the active claim, if any
     track_id: int | None = None  # the face track (facegate.tracking); None: untracked
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """A granted / denied / unknown decision at one door; `unlock` only when granted."""
-
-    kind: DecisionKind
-    door: str
-    person: str | None
-    distance: float
-    margin: float
-    frames: int
-    reason: str
-    event_id: str
-    ts: float
-    unlock: bool
-    request_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimOutcome:
-    """The answer to one 1:1 claim, for `<door>/verify/result`."""
-
-    request_id: str
-    identity: str
-    match: bool
-    distance: float | None
-    reason: str
 
 
 @dataclass(slots=True)
@@ -272,10 +245,10 @@ class DoorPolicy:
         if claim is not None and claim.identity != identity:
             # Someone else was confirmed while a claim waited: never let it match later.
             request_id = claim.request_id
-            self._finish_claim(False, CLAIM_MISMATCH, None)
+            self._finish_claim(False, ReasonCode.CLAIM_MISMATCH, CLAIM_MISMATCH, None)
         if self.mode == "card_and_face":
-            reason = CLAIM_MISMATCH if request_id is not None else NO_CLAIM
-            self._deny_in_card_mode(identity, match, frames, reason, request_id, now, out)
+            code = ReasonCode.CLAIM_MISMATCH if request_id is not None else ReasonCode.NO_CLAIM
+            self._deny_in_card_mode(identity, match, frames, code, request_id, now, out)
             return
         self._decide_person(identity, match, frames, None, now, out)
 
@@ -284,22 +257,25 @@ class DoorPolicy:
         identity: str,
         match: MatchResult,
         frames: int,
-        reason: str,
+        code: ReasonCode,
         request_id: str | None,
         now: float,
         out: list[Decision],
     ) -> None:
-        if reason == NO_CLAIM:
+        denial = self._decision(
+            "denied", identity, match, frames, code, _TEXT[code], now, request_id
+        )
+        if code is ReasonCode.NO_CLAIM:
             cooldown = self._recognition.cooldown_s
             # A granted claim starts the real cooldown: no "no valid claim" right after it.
             if not _quiet(self._cooldown, identity, now, cooldown, mark=False):
                 return
             if not _quiet(self._no_claim_cooldown, identity, now, cooldown):
                 return
-            out.append(self._decision("denied", identity, match, frames, reason, now, request_id))
+            out.append(denial)
             return
         if _quiet(self._cooldown, identity, now, self._recognition.cooldown_s):
-            out.append(self._decision("denied", identity, match, frames, reason, now, request_id))
+            out.append(denial)
 
     # --- claims -----------------------------------------------------------------------------
 
@@ -318,7 +294,9 @@ class DoorPolicy:
         usable = timeout_s is not None and math.isfinite(timeout_s) and timeout_s > 0
         wait = timeout_s if usable and timeout_s is not None else limit
         if self._claim is not None:
-            self._finish_claim(False, f"superseded by request {request_id}", None)
+            self._finish_claim(
+                False, ReasonCode.SUPERSEDED, f"superseded by request {request_id}", None
+            )
         self._claim = _Claim(request_id, identity, now + min(wait, limit))
         for frame in self._frames:
             frame.claim = False  # only frames after the claim count for it
@@ -345,11 +323,20 @@ class DoorPolicy:
             return
         self._claim = None
         self._expired.append(
-            ClaimOutcome(claim.request_id, claim.identity, False, claim.best_distance, "timeout")
+            ClaimOutcome(
+                claim.request_id,
+                claim.identity,
+                False,
+                claim.best_distance,
+                ReasonCode.TIMEOUT,
+                "timeout",
+            )
         )
         logger.debug("door %s: claim %s timed out", self.door, claim.request_id)
 
-    def _finish_claim(self, matched: bool, reason: str, distance: float | None) -> None:
+    def _finish_claim(
+        self, matched: bool, code: ReasonCode, reason: str, distance: float | None
+    ) -> None:
         claim = self._claim
         if claim is None:
             return
@@ -357,7 +344,7 @@ class DoorPolicy:
         if distance is None:
             distance = claim.best_distance
         self._outcomes.append(
-            ClaimOutcome(claim.request_id, claim.identity, matched, distance, reason)
+            ClaimOutcome(claim.request_id, claim.identity, matched, distance, code, reason)
         )
         logger.debug("door %s: claim %s -> %s (%s)", self.door, claim.request_id, matched, reason)
 
@@ -369,7 +356,7 @@ class DoorPolicy:
         if frames < self._recognition.confirm_frames:
             return
         identity, request_id = claim.identity, claim.request_id
-        self._finish_claim(True, "match", _claim_distance(face))
+        self._finish_claim(True, ReasonCode.MATCH, "match", _claim_distance(face))
         if self.mode != "card_and_face":
             return  # face mode: the claim is answered, unlocking follows the 1:K path
         self._forget(identity)
@@ -394,26 +381,25 @@ class DoorPolicy:
             return
         problem = self.permission_problem(identity, datetime.fromtimestamp(now, UTC))
         kind: DecisionKind = "denied" if problem else "granted"
-        out.append(
-            self._decision(kind, identity, match, frames, problem or "match", now, request_id)
-        )
+        code, reason = problem or (ReasonCode.MATCH, "match")
+        out.append(self._decision(kind, identity, match, frames, code, reason, now, request_id))
 
-    def permission_problem(self, identity: str, when: datetime) -> str | None:
-        """Why `identity` may not open this door at aware `when` (a denial reason), or None."""
+    def permission_problem(self, identity: str, when: datetime) -> tuple[ReasonCode, str] | None:
+        """Why `identity` may not open this door at aware `when` (code, text), or None."""
         person = self._people.person(identity)
         if person is None:
-            return "not enrolled"
+            return ReasonCode.NOT_ENROLLED, "not enrolled"
         problem = person.validity_problem(when)
         if problem is not None:
-            return problem
+            return ReasonCode.NOT_VALID_NOW, problem
         if not person.may_use(self.door):
-            return f"not allowed at door {self.door}"
+            return ReasonCode.DOOR_NOT_ALLOWED, f"not allowed at door {self.door}"
         if person.schedule is not None:
             hours = self._people.schedules.get(person.schedule)
             if hours is None:
-                return f"unknown schedule {person.schedule}"
+                return ReasonCode.UNKNOWN_SCHEDULE, f"unknown schedule {person.schedule}"
             if not hours.is_open(when):
-                return f"outside schedule {person.schedule}"
+                return ReasonCode.OUTSIDE_SCHEDULE, f"outside schedule {person.schedule}"
         return None
 
     def _confirm_unknown(self, digest: _Digest, now: float, out: list[Decision]) -> None:
@@ -428,7 +414,11 @@ class DoorPolicy:
         for frame in self._frames:
             frame.unknown = False
         # The nearest candidate's name stays out: it would tell who the stranger resembles.
-        out.append(self._decision("unknown", None, nearest, frames, "unknown face", now, None))
+        out.append(
+            self._decision(
+                "unknown", None, nearest, frames, ReasonCode.UNKNOWN_FACE, "unknown face", now, None
+            )
+        )
 
     def _unknown_allowed(self, now: float) -> bool:
         last = self._last_unknown
@@ -447,6 +437,7 @@ class DoorPolicy:
         person: str | None,
         match: MatchResult,
         frames: int,
+        code: ReasonCode,
         reason: str,
         now: float,
         request_id: str | None,
@@ -458,6 +449,7 @@ class DoorPolicy:
             distance=match.distance,
             margin=match.margin,
             frames=frames,
+            code=code,
             reason=reason,
             event_id=uuid.uuid4().hex,
             ts=now,

@@ -24,6 +24,7 @@ import sdnotify
 from facegate.camera import LatestFrameGrabber, source_from_config
 from facegate.config import CameraConfig, FacegateConfig, load_config, load_enrollment
 from facegate.config.enrollment import EnrollmentConfig
+from facegate.decisions import ClaimOutcome, Decision
 from facegate.enroll import enroll
 from facegate.errors import FacegateError
 from facegate.gallery import Gallery
@@ -31,7 +32,7 @@ from facegate.matching import Matcher
 from facegate.mqtt import DoorBus, MqttPublisher, load_door_keys
 from facegate.mqtt.intake import RequestIntake
 from facegate.outputs import MqttOutput, OutputWorker
-from facegate.policy import ClaimOutcome, Decision, DoorPolicy, FaceObservation
+from facegate.policy import DoorPolicy, FaceObservation
 from facegate.tracking import FaceTracker, TrackedFace
 from facegate.vision.engine import FaceEngine
 from facegate.vision.quality import QualityGate
@@ -249,9 +250,9 @@ class Service:
     def _publish_decision(self, decision: Decision) -> None:
         logger.info(
             "decision door=%s kind=%s person=%s distance=%.3f margin=%.3f frames=%d "
-            "reason=%r event_id=%s",
+            "track=%s code=%s reason=%r event_id=%s",
             decision.door, decision.kind, decision.person, decision.distance, decision.margin,
-            decision.frames, decision.reason, decision.event_id,
+            decision.frames, decision.track_id, decision.code, decision.reason, decision.event_id,
         )  # fmt: skip
         for output in self._outputs:
             output.submit_decision(decision)
@@ -281,8 +282,9 @@ class Service:
     def _publish_outcomes(self, door: str, outcomes: list[ClaimOutcome]) -> None:
         for outcome in outcomes:
             logger.info(
-                "verify door=%s identity=%r match=%s reason=%r request_id=%r",
-                door, outcome.identity, outcome.match, outcome.reason, outcome.request_id,
+                "verify door=%s identity=%r match=%s code=%s reason=%r request_id=%r",
+                door, outcome.identity, outcome.match, outcome.code, outcome.reason,
+                outcome.request_id,
             )  # fmt: skip
             for output in self._outputs:
                 output.submit_claim_outcome(door, outcome)

@@ -1,0 +1,171 @@
+"""The MQTT contract with door controllers: topics, their payload fields, and the builders.
+
+This module is the one definition: the event and verify-result payloads are built here,
+the unlock's fields are checked against it, and the README's contract section is generated
+from `render_markdown()` (a test keeps them equal). Change a payload here, nowhere else.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from facegate.decisions import ClaimOutcome, Decision, ReasonCode
+
+
+@dataclass(frozen=True)
+class PayloadField:
+    name: str
+    type: str
+    meaning: str
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    suffix: str  # after <prefix>/<door>/
+    direction: str  # "out" (facegate publishes) or "in" (facegate subscribes)
+    delivery: str
+    summary: str
+    fields: tuple[PayloadField, ...]
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.fields)
+
+    @property
+    def required(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.fields if not f.optional)
+
+
+_CODES: Final = " \\| ".join(f"`{code}`" for code in ReasonCode)
+
+STATUS: Final = TopicSpec(
+    "status",
+    "out",
+    "QoS 1, retained, will `offline`",
+    "the door's availability",
+    (
+        PayloadField("state", "string", "`online` or `offline`"),
+        PayloadField("device", "string", "the facegate unit (config `device`)"),
+        PayloadField("door", "string", "the door id"),
+        PayloadField("ts", "number", "epoch seconds", optional=True),
+        PayloadField("reason", "string", "why offline: `shutdown`, `connection lost`", True),
+    ),
+)
+EVENT: Final = TopicSpec(
+    "event",
+    "out",
+    "QoS 1, journaled until acknowledged",
+    "every decision",
+    (
+        PayloadField("event_id", "string", "unique id (the unlock carries the same)"),
+        PayloadField("device", "string", "the facegate unit"),
+        PayloadField("door", "string", "the door id"),
+        PayloadField("decision", "string", "`granted`, `denied` or `unknown`"),
+        PayloadField("person", "string or null", "who (null for `unknown`)"),
+        PayloadField("distance", "number", "L2 distance to the person's template (0..2)"),
+        PayloadField("margin", "number", "distance of the second-best person minus this one"),
+        PayloadField("frames", "integer", "frames that agreed"),
+        PayloadField("code", "string", f"machine-readable reason: {_CODES}"),
+        PayloadField("reason", "string", "human-readable reason (wording may change)"),
+        PayloadField("ts", "number", "epoch seconds"),
+        PayloadField("request_id", "string", "the verify request it answers", optional=True),
+    ),
+)
+UNLOCK: Final = TopicSpec(
+    "unlock",
+    "out",
+    "QoS 1, never retained, MQTT v5 message expiry",
+    "open the door now; accept only if `sig` holds, `expires_at` is ahead and `seq` is new",
+    (
+        PayloadField("door", "string", "the door id: refuse an unlock for another door"),
+        PayloadField("person", "string", "who is let in"),
+        PayloadField("event_id", "string", "the event of this decision"),
+        PayloadField("seq", "integer", "increases with every unlock of this device"),
+        PayloadField("ts", "number", "issued, epoch seconds (integer or 3 decimals)"),
+        PayloadField("expires_at", "number", "refuse after this, epoch seconds"),
+        PayloadField("sig", "string", "hex HMAC-SHA256 of the canonical JSON without `sig`"),
+    ),
+)
+VERIFY: Final = TopicSpec(
+    "verify",
+    "in",
+    "QoS 1; retained requests are ignored",
+    "a badge or keypad claims an identity (1:1)",
+    (
+        PayloadField("request_id", "string", "1..128 printable characters, echoed back"),
+        PayloadField("identity", "string", "the claimed person id, 1..128 printable characters"),
+        PayloadField("timeout_s", "number", "how long to wait for the face", optional=True),
+    ),
+)
+VERIFY_RESULT: Final = TopicSpec(
+    "verify/result",
+    "out",
+    "QoS 1",
+    "the answer to one verify request",
+    (
+        PayloadField("request_id", "string", "the request answered"),
+        PayloadField("identity", "string", "the claimed identity"),
+        PayloadField("match", "boolean", "the face matched the claim"),
+        PayloadField("distance", "number or null", "best L2 distance seen, if any"),
+        PayloadField("code", "string", "`match`, `timeout`, `superseded` or `claim_mismatch`"),
+        PayloadField("reason", "string", "human-readable reason"),
+        PayloadField("ts", "number", "epoch seconds"),
+    ),
+)
+TOPICS: Final = (STATUS, EVENT, UNLOCK, VERIFY, VERIFY_RESULT)
+
+
+def event_payload(decision: Decision, device: str) -> dict[str, object]:
+    """The `<prefix>/<door>/event` payload of a decision."""
+    event: dict[str, object] = {
+        "event_id": decision.event_id,
+        "device": device,
+        "door": decision.door,
+        "decision": decision.kind,
+        "person": decision.person,
+        "distance": round(decision.distance, 4),
+        "margin": round(decision.margin, 4),
+        "frames": decision.frames,
+        "code": str(decision.code),
+        "reason": decision.reason,
+        "ts": decision.ts,
+    }
+    if decision.request_id is not None:
+        event["request_id"] = decision.request_id
+    return event
+
+
+def verify_result_payload(outcome: ClaimOutcome, now: float | None = None) -> dict[str, object]:
+    """The `<prefix>/<door>/verify/result` payload of a claim outcome."""
+    return {
+        "request_id": outcome.request_id,
+        "identity": outcome.identity,
+        "match": outcome.match,
+        "distance": None if outcome.distance is None else round(outcome.distance, 4),
+        "code": str(outcome.code),
+        "reason": outcome.reason,
+        "ts": time.time() if now is None else now,
+    }
+
+
+def render_markdown(prefix: str = "facegate") -> str:
+    """The README's contract section: one table of topics, one of fields per topic."""
+    lines = [
+        "| topic | dir | delivery | what |",
+        "|---|---|---|---|",
+        *(
+            f"| `{prefix}/<door>/{t.suffix}` | {t.direction} | {t.delivery} | {t.summary} |"
+            for t in TOPICS
+        ),
+    ]
+    for spec in TOPICS:
+        lines += ["", f"`{spec.suffix}` payload (JSON object):", ""]
+        lines += ["| field | type | meaning |", "|---|---|---|"]
+        lines += [
+            f"| `{f.name}` | {f.type}{' (optional)' if f.optional else ''} | {f.meaning} |"
+            for f in spec.fields
+        ]
+    return "\n".join(lines)
