@@ -1,6 +1,6 @@
 """Frame sources (picamera2, OpenCV device/URL/file, image folder) and the latest-frame grabber.
 
-Backends import their heavy libraries (cv2, picamera2, Pillow) only when opened.
+Backends import cv2 and picamera2 only when opened.
 """
 
 from facegate.camera.backoff import Backoff

@@ -6,11 +6,9 @@ import logging
 from pathlib import Path
 from typing import Final
 
-import numpy as np
-
 from facegate.camera.base import FrameSource, Pacer, RGBImage, SourceValue
-from facegate.errors import CameraError
-from facegate.imageio import IMAGE_SUFFIXES
+from facegate.errors import BadInputError, CameraError
+from facegate.imageio import IMAGE_SUFFIXES, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +33,7 @@ class ImageFolderSource(FrameSource):
         self._pacer = Pacer(fps)
         self._files: list[Path] = []
         self._pos = 0
+        self._skipped: set[Path] = set()
 
     def describe(self) -> str:
         return f"image folder {self._folder}"
@@ -69,23 +68,23 @@ class ImageFolderSource(FrameSource):
                 self._pos = 0
             path = self._files[self._pos]
             self._pos += 1
-            image = _load_rgb(path)
+            image = self._load(path)
             if image is not None:
                 return image
         raise CameraError(f"no readable image in folder {self._folder}")
 
+    def _load(self, path: Path) -> RGBImage | None:
+        """The image as a full-resolution RGB frame, or None (and why, logged) if unusable."""
+        try:
+            # The project's one image parser, bounded in bytes and pixels; no thumbnail and
+            # no minimum size: a camera frame keeps its resolution, a tiny one has no face.
+            return load_image(path, max_side_px=None, min_side_px=1)
+        except BadInputError as exc:
+            # Once per file: a looping folder would repeat the same line every lap.
+            level = logging.DEBUG if path in self._skipped else logging.WARNING
+            self._skipped.add(path)
+            logger.log(level, "camera %s: skipping image: %s", self.name, exc)
+            return None
+
     def _close(self) -> None:
         self._files = []
-
-
-def _load_rgb(path: Path) -> RGBImage | None:
-    """Decode an image upright (EXIF orientation applied) as RGB, or None if unreadable."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as raw:
-            upright = ImageOps.exif_transpose(raw)
-            return np.asarray(upright.convert("RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        logger.warning("skipping unreadable image %s: %s", path, exc)
-        return None

@@ -1,0 +1,243 @@
+"""Images are untrusted input (issue 11, finding 10): `load_image` returns an HxWx3 uint8
+array or raises BadInputError naming the file, and bounds bytes and pixels before it spends
+them. Regression tests first, then property-based fuzzing with hypothesis."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import celeb_image
+from facegate.camera import FrameSource, ImageFolderSource, LatestFrameGrabber
+from facegate.errors import BadInputError
+from facegate.imageio import (
+    MAX_DECODE_PIXELS,
+    MAX_FILE_BYTES,
+    MAX_SIDE_PX,
+    MIN_SIDE_PX,
+    load_image,
+)
+
+# -- files as an attacker or a careless admin makes them ---------------------------------------
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_of_zeros(width: int, height: int) -> bytes:
+    """A valid black RGB PNG, compressed row by row: 12000x12000 is about 1.9 MB."""
+    compressor = zlib.compressobj(1)
+    row = bytes(1 + 3 * width)  # filter byte + black pixels
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small real PNG whose header (with a valid CRC) claims width x height."""
+    data = bytearray(_encode(Image.new("RGB", (40, 40), (9, 99, 199)), "PNG"))
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _flat_photo(size: tuple[int, int]) -> Image.Image:
+    """A large image that encodes fast and small: a gradient."""
+    return Image.linear_gradient("L").resize(size).convert("RGB")
+
+
+def _refusal(path: Path, **options: int | None) -> tuple[str, float]:
+    start = time.perf_counter()
+    with pytest.raises(BadInputError) as caught:
+        load_image(path, **options)  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert message.startswith(str(path)), message
+    return message, time.perf_counter() - start
+
+
+# -- finding 10: size limits before reading, pixel budget before decoding ----------------------
+
+
+def test_a_200_mb_file_is_refused_unread(tmp_path: Path) -> None:
+    """A JPEG plus trailing zeros used to be accepted: the size is checked before reading."""
+    photo = tmp_path / "holiday.jpg"
+    photo.write_bytes(_encode(_flat_photo((640, 480)), "JPEG"))
+    with photo.open("r+b") as file:
+        file.truncate(200 * 1024 * 1024)  # trailing zeros, sparse on disk
+    message, elapsed_s = _refusal(photo)
+    assert "200.0 MiB" in message and f"{MAX_FILE_BYTES // 2**20} MiB" in message
+    assert elapsed_s < 0.5
+
+
+# Pillow warns of a possible bomb at 89 MP, before our own, lower budget refuses the image.
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_a_png_bomb_is_refused_from_its_header(tmp_path: Path) -> None:
+    """A 12000x12000 PNG of about 2 MB was decoded whole (about 800 MB peak): now it is
+    refused from its header, in milliseconds and without the memory."""
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_of_zeros(12000, 12000))
+    message, elapsed_s = _refusal(bomb)
+    assert "12000x12000" in message and "budget" in message
+    assert elapsed_s < 0.5
+    assert _peak_rss_mb(bomb) < 200  # measured 37 MB after (the interpreter), 804 MB before
+
+
+def _peak_rss_mb(path: Path) -> float:
+    """Peak RSS of a fresh interpreter that loads `path` (a refusal is fine)."""
+    # VmHWM, not ru_maxrss: Linux carries the forking parent's peak into the child's
+    # ru_maxrss across exec, and pytest with the models loaded is already 500 MB.
+    code = (
+        "import re, sys\n"
+        "from facegate.errors import BadInputError\n"
+        "from facegate.imageio import load_image\n"
+        "try:\n    load_image(sys.argv[1])\nexcept BadInputError:\n    pass\n"
+        "status = open('/proc/self/status').read()\n"
+        "print(re.search(r'VmHWM:\\s*(\\d+)', status).group(1))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
+    return int(done.stdout) / 1024
+
+
+@pytest.mark.parametrize("width, height", [(100_000, 100_000), (0x7FFFFFFF, 1), (1, 0xFFFFFFFF)])
+def test_a_header_claiming_gigapixels_is_refused(tmp_path: Path, width: int, height: int) -> None:
+    """Pillow's own DecompressionBombError (or its check of the header) becomes BadInputError."""
+    claim = tmp_path / "claim.png"
+    claim.write_bytes(png_claiming(width, height))
+    _, elapsed_s = _refusal(claim)
+    assert elapsed_s < 0.5
+
+
+def test_a_big_jpeg_is_budgeted_at_its_draft_scale(tmp_path: Path) -> None:
+    """A 48 MP phone photo decodes at half scale, within the budget; the same picture as a
+    progressive JPEG keeps every full-size coefficient in memory, and is refused. A camera
+    frame (no draft scaling) is budgeted at full size."""
+    picture = _flat_photo((8000, 6000))
+    assert 8000 * 6000 > MAX_DECODE_PIXELS
+    baseline, progressive = tmp_path / "baseline.jpg", tmp_path / "progressive.jpg"
+    picture.save(baseline, quality=80)
+    picture.save(progressive, quality=80, progressive=True)
+    assert load_image(baseline).shape == (1536, 2048, 3)
+    message, _ = _refusal(progressive)
+    assert "8000x6000" in message
+    _refusal(baseline, max_side_px=None)
+
+
+def test_fifo_device_and_directory_are_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "face.jpg"
+    os.mkfifo(fifo)  # nobody writes: a plain open() would block forever
+    zero = tmp_path / "zero.png"
+    zero.symlink_to("/dev/zero")
+    for path in (fifo, zero):
+        message, elapsed_s = _refusal(path)
+        assert "not a regular file" in message and elapsed_s < 0.5
+    assert "is a directory" in _refusal(tmp_path)[0]
+    assert "file not found" in _refusal(tmp_path / "missing.jpg")[0]
+
+
+def test_other_formats_are_not_decoded(tmp_path: Path) -> None:
+    """Only JPEG, PNG, BMP, WebP and TIFF decoders run, whatever the file name."""
+    gif = tmp_path / "face.jpg"
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(gif, "GIF")
+    assert "not an image file" in _refusal(gif)[0]
+    png = tmp_path / "really_a_png.jpg"
+    Image.new("RGB", (64, 48), (1, 2, 3)).save(png, "PNG")
+    assert load_image(png).shape == (48, 64, 3)
+
+
+# -- what load_image always did, kept -----------------------------------------------------------
+
+
+def test_exif_rotation_alpha_and_size_bounds_are_kept(tmp_path: Path) -> None:
+    upright = tmp_path / "phone.jpg"
+    photo = Image.new("RGB", (80, 40), (10, 10, 10))
+    photo.paste((250, 0, 0), (0, 0, 20, 40))  # red on the stored left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the viewer turns it 90 degrees clockwise: the left edge goes on top
+    photo.save(upright, exif=exif, quality=95)
+    image = load_image(upright)
+    assert image.shape == (80, 40, 3) and image[2, 20, 0] > 200
+
+    cutout = tmp_path / "cutout.png"
+    Image.new("RGBA", (40, 40), (0, 255, 0, 128)).save(cutout)
+    assert tuple(load_image(cutout)[0, 0]) == (127, 255, 127)  # on white, as a viewer shows
+
+    large = tmp_path / "large.png"
+    Image.new("RGB", (4100, 2050), (5, 5, 5)).save(large)
+    assert load_image(large).shape == (MAX_SIDE_PX // 2, MAX_SIDE_PX, 3)
+    assert load_image(large, max_side_px=None).shape == (2050, 4100, 3)
+
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (MIN_SIDE_PX - 1, 100)).save(tiny)
+    assert "too small to hold a face" in _refusal(tiny)[0]
+
+
+# -- finding 10: an image-folder camera goes past a bad image ------------------------------------
+
+
+def test_folder_camera_skips_a_bomb_and_delivers_every_later_frame(
+    tmp_path: Path, celeb_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A header claiming 100000x100000 made the source fail and reopen at the first file
+    forever; now it is skipped with one warning, and every good frame arrives, in order."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    people = ["madonna", "elton_john", "ben_afflek", "mindy_kaling"]
+    for number, person in enumerate(people):
+        name = f"{2 * number}_{person}.jpg"  # the bomb sorts between the first two faces
+        (folder / name).write_bytes(celeb_image(person).read_bytes())
+    (folder / "1_bomb.png").write_bytes(png_claiming(100_000, 100_000))
+    expected = [load_image(celeb_image(p), max_side_px=None, min_side_px=1) for p in people]
+
+    opened: list[FrameSource] = []
+    frames = _play(lambda: _opened(opened, ImageFolderSource(folder, fps=10, name="door")))
+
+    assert len(opened) == 1  # the source never restarted
+    assert len(frames) == len(people)
+    assert all(np.array_equal(f, e) for f, e in zip(frames, expected, strict=True))
+    skipped = [r for r in caplog.records if "1_bomb.png" in r.getMessage()]
+    assert len(skipped) == 1 and skipped[0].levelname == "WARNING"
+
+
+def _opened(made: list[FrameSource], source: FrameSource) -> FrameSource:
+    made.append(source)
+    return source
+
+
+def _play(factory: Callable[[], FrameSource], timeout_s: float = 10.0) -> list[np.ndarray]:
+    """Every frame a grabber hands out until its finite source ends."""
+    images: list[np.ndarray] = []
+    deadline = time.monotonic() + timeout_s
+    with LatestFrameGrabber(factory, name="door") as grabber:
+        while time.monotonic() < deadline:
+            frame = grabber.get(timeout=0.5)
+            if frame is not None:
+                images.append(frame.image)
+            elif grabber.finished:
+                break
+        assert grabber.frames_dropped == 0
+    return images
