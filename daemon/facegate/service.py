@@ -14,7 +14,6 @@ import functools
 import logging
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Final
@@ -23,20 +22,17 @@ import sdnotify
 
 from facegate.camera import LatestFrameGrabber, source_from_config
 from facegate.config import CameraConfig, FacegateConfig, load_config, load_enrollment
-from facegate.config.enrollment import EnrollmentConfig
 from facegate.decisions import ClaimOutcome, Decision
 from facegate.enroll import enroll
 from facegate.errors import FacegateError
 from facegate.gallery import Gallery
-from facegate.matching import Matcher
 from facegate.mqtt import DoorBus, MqttPublisher, load_door_keys
 from facegate.mqtt.intake import RequestIntake
 from facegate.outputs import MqttOutput, OutputWorker
-from facegate.policy import DoorPolicy, FaceObservation
-from facegate.tracking import FaceTracker, TrackedFace
+from facegate.pipeline import DoorPipeline, Recognition
+from facegate.policy import DoorPolicy
 from facegate.vision.engine import FaceEngine
 from facegate.vision.quality import QualityGate
-from facegate.vision.types import FaceEncoding
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +46,6 @@ WATCHDOG_PING_S: Final = 1.0
 #: Start-up may embed every enrollment image (first start, model change): on a Pi that can
 #: outlast the unit's TimeoutStartSec, so ask systemd for this much more before READY.
 STARTUP_EXTEND_USEC: Final = 15 * 60 * 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class Recognition:
-    """What the loop matches against; swapped whole on reload."""
-
-    config: FacegateConfig
-    enrollment: EnrollmentConfig
-    matcher: Matcher
 
 
 def load_recognition(config: FacegateConfig, engine: FaceEngine) -> Recognition:
@@ -96,8 +83,7 @@ class Service:
         self._last_ping = 0.0
         self._ready = False  # READY=1 sent: models loaded and a first frame seen
         self._grabbers: dict[str, LatestFrameGrabber] = {}
-        self._policies: dict[str, DoorPolicy] = {}
-        self._trackers: dict[str, FaceTracker] = {}
+        self._pipelines: dict[str, DoorPipeline] = {}
         self._cameras: dict[str, CameraConfig] = {}  # as started: doors change only on restart
         self._door_keys: dict[str, bytes] = {}  # as started: keys change only on restart
         self._next_due: dict[str, float] = {}
@@ -124,7 +110,7 @@ class Service:
         self._outputs = [OutputWorker(MqttOutput(bus, config.device))]
         for output in self._outputs:
             output.start()
-        self._start_cameras(state)
+        self._start_cameras(engine, state)
         try:
             self._loop(engine, state, bus)
         finally:
@@ -158,7 +144,7 @@ class Service:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, reload)
 
-    def _start_cameras(self, state: Recognition) -> None:
+    def _start_cameras(self, engine: FaceEngine, state: Recognition) -> None:
         config = state.config
         for camera in config.cameras:
             grabber = LatestFrameGrabber(
@@ -169,10 +155,8 @@ class Service:
             grabber.start()
             self._grabbers[camera.door] = grabber
             self._cameras[camera.door] = camera
-            self._policies[camera.door] = DoorPolicy(
-                camera.door, camera.mode, config.recognition, state.enrollment
-            )
-            self._trackers[camera.door] = FaceTracker()
+            policy = DoorPolicy(camera.door, camera.mode, config.recognition, state.enrollment)
+            self._pipelines[camera.door] = DoorPipeline(camera.door, engine, state, policy)
             self._next_due[camera.door] = 0.0
 
     # -- the loop --------------------------------------------------------------------------
@@ -185,7 +169,7 @@ class Service:
             self._take_claims()
             progressed = False
             for door, grabber in self._grabbers.items():
-                progressed |= self._process_door(door, grabber, engine, state)
+                progressed |= self._process_door(door, grabber)
             if progressed and not self._ready:
                 self._notifier.notify("READY=1")
                 logger.info("ready: models loaded and first frame received")
@@ -196,13 +180,7 @@ class Service:
                 logger.info("all frame sources ended")
                 break
 
-    def _process_door(
-        self,
-        door: str,
-        grabber: LatestFrameGrabber,
-        engine: FaceEngine,
-        state: Recognition,
-    ) -> bool:
+    def _process_door(self, door: str, grabber: LatestFrameGrabber) -> bool:
         """Process the newest frame of one door if one is due; True if a frame was processed.
 
         A camera faster than the door's fps is not processed faster: until the next frame is
@@ -219,33 +197,11 @@ class Service:
         # The next frame may come a little early: with exactly 1/fps the processing clock
         # phase-locks against the camera's and every frame waits up to a period in the slot.
         self._next_due[door] = time.monotonic() + MIN_INTERVAL_SHARE / self._cameras[door].fps
-        policy = self._policies[door]
-        faces = engine.encode(frame.image)
-        tracks = self._trackers[door].update(
-            [TrackedFace(f.detection.box, f.embedding) for f in faces]
-        )
-        observations = [
-            self._observe(face, track, policy, state)
-            for face, track in zip(faces, tracks, strict=True)
-            if face.embedding is not None
-        ]
-        for decision in policy.observe(observations):
+        result = self._pipelines[door].step(frame.image)
+        for decision in result.decisions:
             self._publish_decision(decision)
-        self._publish_outcomes(door, policy.take_claim_outcomes())
+        self._publish_outcomes(door, result.claim_outcomes)
         return True
-
-    @staticmethod
-    def _observe(
-        face: FaceEncoding, track_id: int, policy: DoorPolicy, state: Recognition
-    ) -> FaceObservation:
-        assert face.embedding is not None
-        rec = state.config.recognition
-        match = state.matcher.identify(face.embedding, rec.threshold, rec.margin)
-        claimed = policy.active_claim_identity()
-        claim_match = (
-            state.matcher.verify(face.embedding, claimed, rec.threshold) if claimed else None
-        )
-        return FaceObservation(match, claim_match, track_id)
 
     def _publish_decision(self, decision: Decision) -> None:
         logger.info(
@@ -262,8 +218,8 @@ class Service:
     def _take_claims(self) -> None:
         # Bounded per turn (the intake rate-limits each door): frames keep their latency.
         for request in self._intake.take():
-            policy = self._policies.get(request.door)
-            if policy is None:
+            pipeline = self._pipelines.get(request.door)
+            if pipeline is None:
                 logger.warning("verify request for unknown door %s ignored", request.door)
                 continue
             logger.info(
@@ -272,12 +228,12 @@ class Service:
                 request.identity,
                 request.request_id,
             )
-            policy.claim(request.request_id, request.identity, request.timeout_s)
-            self._publish_outcomes(request.door, policy.take_claim_outcomes())
+            outcomes = pipeline.claim(request.request_id, request.identity, request.timeout_s)
+            self._publish_outcomes(request.door, outcomes)
 
     def _answer_expired_claims(self) -> None:
-        for door, policy in self._policies.items():
-            self._publish_outcomes(door, policy.expired_claims())
+        for door, pipeline in self._pipelines.items():
+            self._publish_outcomes(door, pipeline.expired_claims())
 
     def _publish_outcomes(self, door: str, outcomes: list[ClaimOutcome]) -> None:
         for outcome in outcomes:
@@ -318,9 +274,8 @@ class Service:
             logger.warning(
                 "camera/door changes need a restart; doors kept: %s", list(self._cameras)
             )
-        for door, policy in self._policies.items():
-            camera = config.camera(door) if door in config.door_ids else self._cameras[door]
-            policy.update(config.recognition, new_state.enrollment, camera.mode)
+        for pipeline in self._pipelines.values():
+            pipeline.update(new_state)
         logger.info("reloaded: %d people enrolled", len(new_state.matcher))
         self._notify_reloaded()
         return new_state
