@@ -45,6 +45,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from facegate.config.mqtt import MqttConfig
 from facegate.errors import BadInputError
+from facegate.files import KIB, read_regular_text
 from facegate.mqtt.bus import DoorBus, VerifyHandler, build_unlock
 from facegate.mqtt.journal import DEFAULT_MAX_BYTES, EntryKind, Journal, JournalEntry
 from facegate.mqtt.requests import parse_verify_request
@@ -595,12 +596,10 @@ def _base_client(cfg: MqttConfig, client_id: str) -> Client:
 
 
 def _read_password(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except FileNotFoundError:
-        raise BadInputError(path, "password file not found", field="mqtt.password_file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(path, f"cannot read: {exc}", field="mqtt.password_file") from None
+    """The broker password: a regular file of at most 4 KiB, one line (check-config uses this
+    very function, so it refuses exactly what `run` would)."""
+    text = read_regular_text(path, 4 * KIB, field="mqtt.password_file", what="password file")
+    return text.rstrip("\r\n")
 
 
 def _set_tls(client: Client, cfg: MqttConfig) -> None:

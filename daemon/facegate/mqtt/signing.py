@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Final
 
 from facegate.errors import BadInputError, FacegateError
+from facegate.files import KIB, read_regular_text
 
 logger = logging.getLogger(__name__)
 
@@ -167,12 +168,9 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
 
 def load_signing_key(path: Path, field: str = "mqtt.signing_key_file") -> bytes:
     """Read a hex key file; BadInputError naming the file and config field if unusable."""
-    try:
-        text = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        raise BadInputError(path, "signing key file not found", field=field) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(path, f"cannot read signing key: {exc}", field=field) from None
+    # A regular file of at most 4 KiB (a key is 64 hex digits): a FIFO or /dev/zero is refused.
+    what = "signing key file"
+    text = read_regular_text(path, 4 * KIB, field=field, what=what, encoding="ascii").strip()
     try:
         key = bytes.fromhex(text)
     except ValueError:
