@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -62,7 +63,7 @@ Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,64}$")]
 ScheduleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 DoorRef = Annotated[str, StringConstraints(pattern=r"^(\*|[a-z0-9_-]{1,32})$")]
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
+_FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 _HHMM = re.compile(r"^(\d{1,2}):(\d{2})$")
 _GLOB_MAGIC = re.compile(r"[*?[]")
 
@@ -71,7 +72,8 @@ def _zone(name: str) -> ZoneInfo:
     """The IANA zone `name`, or ValueError (unknown names and path tricks alike)."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: a name that is a folder of the zone database (`America`) or far too long.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(f"unknown IANA timezone {name!r} (e.g. Europe/Berlin, UTC)") from None
 
 
@@ -121,6 +123,8 @@ class TimeWindow(BaseModel):
             key = item.lower() if isinstance(item, str) else item
             group = DAY_GROUPS.get(key) if isinstance(key, str) else None
             expanded.extend(group if group else [key])
+        if not all(isinstance(day, str) for day in expanded):
+            return expanded  # a list or mapping among the days: pydantic names it (unhashable)
         return tuple(dict.fromkeys(expanded))  # duplicates are harmless: drop them
 
     @field_validator("start", mode="before")
@@ -405,7 +409,8 @@ def _image_files(folder: Path) -> list[Path]:
 def _expand(entry: str, base_dir: Path) -> tuple[list[Path], str]:
     """The image files one `images` entry names, and why there are none if so."""
     if _GLOB_MAGIC.search(entry):
-        pattern = str(Path(entry).expanduser())
+        # os.path.expanduser leaves `~nosuchuser` as it is; Path.expanduser raises.
+        pattern = str(Path(os.path.expanduser(entry)))
         found: list[Path] = []
         for match in glob.glob(pattern, root_dir=base_dir, recursive=True):
             path = anchor_path(Path(match), base_dir)

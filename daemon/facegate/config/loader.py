@@ -2,26 +2,31 @@
 
 The document is composed once with a SafeLoader subclass: the node tree gives each key path
 its line and lets us refuse duplicate keys (PyYAML silently keeps the last one), then the
-same tree is constructed with safe_load semantics. Validation never touches the network,
-devices or other files; afterwards every relative `Path` in the result is anchored at the
-directory of the YAML file ("paths in a YAML file are relative to that file").
+same tree is constructed with safe_load semantics. Every step is bounded, so a hostile or
+broken file can only ever be a ConfigError: the file size (MAX_YAML_BYTES), the nesting depth
+(MAX_DEPTH) and the node count with aliases expanded (MAX_NODES, "billion laughs").
+Validation never touches the network, devices or other files; afterwards every relative
+`Path` in the result is anchored at the directory of the YAML file ("paths in a YAML file
+are relative to that file").
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 from yaml.constructor import ConstructorError
 
-from facegate.errors import ConfigError
+from facegate.errors import BadInputError, ConfigError
+from facegate.files import MIB, read_regular_text
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +40,15 @@ AT_KEY: Final = "at"
 GOT_KEY: Final = "got"
 _GOT_MAX: Final = 60
 _NO_INPUT_TYPES: Final = frozenset({"missing"})
-_URL_PASSWORD: Final = re.compile(r"(://[^/@\s:]*:)[^/@\s]*@")
+# facegate.yaml and enrollment.yaml are a few KiB; 500 people take about 100 KiB.
+MAX_YAML_BYTES: Final = MIB
+# Real files nest 5 levels deep; PyYAML composes recursively and hits Python's recursion limit
+# at about 490 levels, so the depth is refused well before that.
+MAX_DEPTH: Final = 64
+# Nodes once every alias is expanded (each time it is reached, as the constructor and pydantic
+# see them): an enrollment of 500 people is about 10,500; a 400-byte alias bomb is millions.
+# The composer stops at the same count: 100,000 plain nodes take about 3 s to compose here.
+MAX_NODES: Final = 100_000
 
 
 class ConfigValidationError(ConfigError):
@@ -51,8 +64,59 @@ class ConfigValidationError(ConfigError):
         super().__init__(source, message + rest, field=field, line=line)
 
 
+class ConfigFileError(ConfigError):
+    """The config file itself cannot be read: missing, not a regular file, too large, not UTF-8.
+
+    check-config tells this apart from an error inside the file to name the key that gave the
+    path (`enrollment:` in facegate.yaml)."""
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader without YAML 1.1 base-60 numbers and with located timestamp errors."""
+    """SafeLoader without YAML 1.1 base-60 numbers, with a depth limit and located errors."""
+
+    def __init__(self, stream: str, path: Path) -> None:
+        super().__init__(stream)
+        self._path = path
+        self._depth = 0
+        self._nodes = 0
+        self._loc: list[str | int] = []  # the key path being composed, for errors
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        # PyYAML recurses once per level: refuse deep nesting before Python's stack runs out,
+        # and stop composing a huge flat file early (about 35 us and 700 bytes per node).
+        if self._depth >= MAX_DEPTH:
+            self._refuse(f"nested more than {MAX_DEPTH} levels deep")
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            self._refuse(f"more than {MAX_NODES} YAML nodes")
+        # `index` is the item number in a sequence, the key node for a mapping value.
+        part: object = index.value if isinstance(index, yaml.ScalarNode) else index
+        pushed = False
+        if isinstance(part, str | int):
+            self._loc.append(part)
+            pushed = True
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            if pushed:
+                self._loc.pop()
+
+    def _refuse(self, message: str) -> NoReturn:
+        line = int(self.get_mark().line) + 1
+        raise ConfigError(self._path, message, field=short_loc(tuple(self._loc)), line=line)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # PyYAML's scalar constructors raise bare ValueError/KeyError/AttributeError on values
+        # their own resolver let through (`0x_`, `!!bool maybe`, `!!timestamp x`, 5,000 digits).
+        try:
+            return super().construct_object(node, deep)
+        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError):
+            tag = str(node.tag).rsplit(":", 1)[-1]
+            value = _describe(node.value) if isinstance(node.value, str) else "this node"
+            problem = f"cannot read {value} as {tag}"
+            raise ConstructorError(None, None, problem, node.start_mark) from None
 
 
 # YAML 1.1 reads `22:00` as the integer 1320 (sexagesimal); schedules need the string.
@@ -105,46 +169,48 @@ def first_duplicate(keys: Sequence[str]) -> tuple[int, int] | None:
 
 
 def read_text(path: Path) -> str:
-    """The file as UTF-8 text, or ConfigError saying why not."""
+    """The file as UTF-8 text, or ConfigFileError saying why not (at most MAX_YAML_BYTES read)."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(path, "file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(path, "is a directory, expected a YAML file") from None
-    except OSError as exc:
-        raise ConfigError(path, f"cannot read: {exc.strerror or exc}") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(path, f"not UTF-8 text (byte {exc.start})", line=line) from None
+        return read_regular_text(path, MAX_YAML_BYTES)
+    except BadInputError as exc:
+        raise ConfigFileError(path, exc.detail, field=exc.field, line=exc.line) from None
 
 
 def parse_yaml(path: Path, text: str) -> tuple[Any, LineMap]:
     """Parse `text` (from `path`): the data and a map of key path -> 1-based line."""
-    loader = _Loader(text)
-    lines: LineMap = {}
+    walker = _Walker(path)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text, path)  # the reader refuses control characters right here
         node = loader.get_single_node()
         if node is None:
             return {}, {}
         if not isinstance(node, yaml.MappingNode):
             raise ConfigError(path, "top level must be a mapping of keys", line=_line(node))
-        lines[()] = _line(node)
-        _walk(path, node, (), lines)
-        return loader.construct_document(node), lines
+        walker.lines[()] = _line(node)
+        walker.walk(node, ())  # before constructing: it refuses what would not fit in memory
+        return loader.construct_document(node), walker.lines
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem = " ".join(p for p in (exc.context, exc.problem) if p)
-        kind = "YAML value error" if isinstance(exc, ConstructorError) else "YAML syntax error"
-        field = _key_on_line(lines, line)
-        raise ConfigError(path, f"{kind}: {problem}", field=field, line=line) from None
+        raise _located(path, exc, walker.lines) from None
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        message = f"character U+{exc.character:04X} is not allowed in YAML"
+        raise ConfigError(path, message, line=line) from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, f"YAML error: {exc}") from None
+    except RecursionError:  # the limits above should make this unreachable; never a crash
+        raise ConfigError(path, "YAML nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
+
+
+def _located(path: Path, exc: yaml.MarkedYAMLError, lines: LineMap) -> ConfigError:
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark is not None else None
+    problem = " ".join(p for p in (exc.context, exc.problem) if p)
+    kind = "YAML value error" if isinstance(exc, ConstructorError) else "YAML syntax error"
+    return ConfigError(path, f"{kind}: {problem}", field=_key_on_line(lines, line), line=line)
 
 
 def _key_on_line(lines: LineMap, line: int | None) -> str | None:
@@ -157,33 +223,71 @@ def _line(node: yaml.Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def _walk(
-    path: Path, node: yaml.Node, loc: Loc, lines: LineMap, above: frozenset[int] = frozenset()
-) -> None:
-    """Record the line of every key path below `node`; refuse duplicate keys and cycles."""
-    if id(node) in above:  # `&a [*a]` composes into a cycle; nothing could validate it
-        raise ConfigError(path, "recursive YAML alias", field=format_loc(loc), line=_line(node))
-    above = above | {id(node)}
-    if isinstance(node, yaml.MappingNode):
+class _Walker:
+    """Records the line of every key path; refuses duplicate keys, cycles, NUL characters
+    and documents that would be too deep or too large once their aliases are expanded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines: LineMap = {}
+        self.nodes = 0
+
+    def walk(
+        self, node: yaml.Node, loc: Loc, above: frozenset[int] = frozenset(), record: bool = True
+    ) -> None:
+        """Walk `node` at `loc` below the nodes `above`; `record` False: count and check only."""
+        self._enter(node, loc, above)
+        above = above | {id(node)}
+        if isinstance(node, yaml.MappingNode):
+            self._walk_mapping(node, loc, above, record)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                if record:
+                    self.lines[(*loc, index)] = _line(item)
+                self.walk(item, (*loc, index), above, record)
+
+    def _walk_mapping(
+        self, node: yaml.MappingNode, loc: Loc, above: frozenset[int], record: bool
+    ) -> None:
         first_seen: dict[str, int] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
-                continue  # merge keys (<<) and complex keys: no line of their own to report
+                # Merge keys (<<) and complex keys have no line of their own to report, but
+                # the constructor expands what they hold all the same: count it.
+                self.walk(key_node, loc, above, record=False)
+                self.walk(value_node, loc, above, record=False)
+                continue
             key = str(key_node.value)
+            self._enter(key_node, (*loc, key), above)
             if key in first_seen:
-                raise ConfigError(
-                    path,
+                raise self._error(
                     f"duplicate key {key!r} (first given on line {first_seen[key]})",
-                    field=format_loc((*loc, key)),
-                    line=_line(key_node),
+                    (*loc, key),
+                    key_node,
                 )
             first_seen[key] = _line(key_node)
-            lines[(*loc, key)] = _line(key_node)
-            _walk(path, value_node, (*loc, key), lines, above)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            lines[(*loc, index)] = _line(item)
-            _walk(path, item, (*loc, index), lines, above)
+            if record:
+                self.lines[(*loc, key)] = _line(key_node)
+            self.walk(value_node, (*loc, key), above, record)
+
+    def _enter(self, node: yaml.Node, loc: Loc, above: frozenset[int]) -> None:
+        if id(node) in above:  # `&a [*a]` composes into a cycle; nothing could validate it
+            raise self._error("recursive YAML alias", loc, node)
+        if len(above) >= MAX_DEPTH:  # aliases can nest deeper than the text does
+            raise self._error(f"nested more than {MAX_DEPTH} levels deep", loc, node)
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            message = f"YAML expands to more than {MAX_NODES} nodes (alias bomb?)"
+            raise self._error(message, loc, node)
+        self._check_scalar(node, loc)
+
+    def _check_scalar(self, node: yaml.Node, loc: Loc) -> None:
+        # No path, topic or name can hold a NUL: the OS and MQTT would cut or refuse it later.
+        if isinstance(node, yaml.ScalarNode) and "\x00" in node.value:
+            raise self._error("NUL character in a value", loc, node)
+
+    def _error(self, message: str, loc: Loc, node: yaml.Node) -> ConfigError:
+        return ConfigError(self.path, message, field=short_loc(loc), line=_line(node))
 
 
 def format_loc(loc: Loc) -> str:
@@ -192,6 +296,11 @@ def format_loc(loc: Loc) -> str:
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text or "(top level)"
+
+
+def short_loc(loc: Loc, keep: int = 8) -> str:
+    """`format_loc` of at most the first `keep` parts (a 64-level path is no help to read)."""
+    return format_loc(loc) if len(loc) <= keep else format_loc(loc[:keep]) + "..."
 
 
 def data_loc(data: Any, loc: Loc) -> Loc:
@@ -263,7 +372,9 @@ def validate(model: type[ModelT], path: Path, data: Any, lines: LineMap) -> Mode
 
 def anchor_path(value: Path, base_dir: Path) -> Path:
     """`~` expanded; a relative path is taken relative to `base_dir`."""
-    expanded = value.expanduser()
+    # os.path.expanduser leaves `~nosuchuser/x` as it is (Path.expanduser raises
+    # RuntimeError): check-config then names the path it cannot find.
+    expanded = Path(os.path.expanduser(value))
     return expanded if expanded.is_absolute() else base_dir / expanded
 
 
