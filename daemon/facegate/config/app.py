@@ -17,6 +17,7 @@ from pydantic import (
 
 from facegate.config.loader import first_duplicate, located_error
 from facegate.config.mqtt import MqttConfig
+from facegate.paths import INSTALLED_MODELS_DIR
 
 DOOR_ID_PATTERN: Final = r"^[a-z0-9_-]{1,32}$"
 URL_SCHEMES: Final = frozenset({"rtsp", "rtsps", "http", "https"})
@@ -212,8 +213,18 @@ class ModelsConfig(BaseModel):
     model_config = _FROZEN
 
     dir: Path = Field(
-        default=Path("/var/lib/facegate/models"),
+        default=INSTALLED_MODELS_DIR,
         description="folder with the built models (make models); relative to this YAML",
+    )
+    # The type names are the keys of the registries in facegate.vision.engine (this module
+    # is a leaf and cannot import them); tests/test_stages.py keeps both lists equal.
+    detector: Literal["blazeface"] = Field(
+        default="blazeface",
+        description="face detector type: blazeface (MediaPipe short range, faces within ~2 m)",
+    )
+    landmarker: Literal["facemesh"] = Field(
+        default="facemesh",
+        description="landmark model type (eyes, head turn): facemesh (MediaPipe, 468 points)",
     )
     embedder: Literal["int8", "float32"] = Field(
         default="int8", description="int8: fast (use this); float32: accuracy reference"
