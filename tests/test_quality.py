@@ -19,6 +19,8 @@ from facegate.vision.types import FaceLandmarks
 TURNED_ELTON_INDEX = 6
 #: train/madonna, sorted: a birthday photo in which BlazeFace also finds a "face" in her hair.
 MADONNA_WITH_HAIR_BLOB_INDEX = 18
+#: What a landmark model broken enough to return NaN would place.
+NAN_MESH = np.full((MESH_POINTS, 3), np.nan, dtype=np.float32)
 
 
 def head_turned(yaw_deg: float, pitch_deg: float = 0.0, roll_deg: float = 0.0) -> np.ndarray:
@@ -119,11 +121,14 @@ def test_detection_the_landmark_model_rejects_is_not_a_face(engine: FaceEngine) 
     ("broken", "reason"),
     [
         (
-            FaceLandmarks((math.nan, math.nan), (math.nan, math.nan), math.nan, math.nan),
+            FaceLandmarks((math.nan, math.nan), (math.nan, math.nan), math.nan, math.nan, NAN_MESH),
             "not a face",
         ),
-        (FaceLandmarks((100.0, 100.0), (140.0, 100.0), math.nan, 1.0), "turned"),
-        (FaceLandmarks((math.nan, math.nan), (math.nan, math.nan), 0.0, 1.0), "eye positions"),
+        (FaceLandmarks((100.0, 100.0), (140.0, 100.0), math.nan, 1.0, NAN_MESH), "turned"),
+        (
+            FaceLandmarks((math.nan, math.nan), (math.nan, math.nan), 0.0, 1.0, NAN_MESH),
+            "eye positions",
+        ),
     ],
     ids=["all-nan", "nan-yaw", "nan-eyes"],
 )

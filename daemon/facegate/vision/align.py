@@ -33,15 +33,14 @@ def eye_transform(landmarks: FaceLandmarks) -> FloatArray:
 
 
 class Aligner:
-    """Warps faces into a reused 160x160 buffer; one instance per pipeline thread."""
-
-    def __init__(self) -> None:
-        self._crop = np.zeros((FACE_PX, FACE_PX, 3), dtype=np.uint8)
+    """Warps faces into the embedder's 160x160 crop."""
 
     def align(self, image: ImageArray, landmarks: FaceLandmarks) -> ImageArray:
-        """The aligned RGB crop. The returned buffer is reused: copy it to keep it."""
+        """The aligned RGB crop, a new array per face: the observation keeps the very crop
+        the embedder saw, so a buffer reused between faces would cost a copy instead."""
+        crop = np.empty((FACE_PX, FACE_PX, 3), dtype=np.uint8)
         cv2.warpAffine(
-            image, eye_transform(landmarks), (FACE_PX, FACE_PX), dst=self._crop,
+            image, eye_transform(landmarks), (FACE_PX, FACE_PX), dst=crop,
             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE,
         )  # fmt: skip
-        return self._crop
+        return crop

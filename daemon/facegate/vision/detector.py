@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Self
 
 import cv2
 import numpy as np
 
-from facegate.vision.runtime import load_interpreter, output_by_shape
+from facegate.vision.runtime import check_input_shape, load_interpreter, output_by_shape
+from facegate.vision.stages import FaceDetector
 from facegate.vision.types import Detection, FloatArray, ImageArray
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ class AnchorSpec:
 
 SHORT_RANGE: Final = AnchorSpec(128, (8, 16, 16, 16), True)
 FULL_RANGE: Final = AnchorSpec(192, (4,), False)
+SHORT_RANGE_FILE: Final = "blazeface_short_range.tflite"
+FULL_RANGE_FILE: Final = "blazeface_full_range.tflite"
 
 
 def generate_anchors(spec: AnchorSpec) -> FloatArray:
@@ -56,23 +59,33 @@ def generate_anchors(spec: AnchorSpec) -> FloatArray:
     return np.concatenate(anchors).astype(np.float32)
 
 
-class BlazeFaceDetector:
-    """Finds faces in an RGB frame; returns boxes and keypoints in frame pixels."""
+class BlazeFaceDetector(FaceDetector):
+    """Detector `type: blazeface`: finds faces in an RGB frame; boxes and keypoints in frame
+    pixels. Short range (faces within ~2 m), the full-range model as the fallback."""
+
+    model_files = (SHORT_RANGE_FILE,)
 
     def __init__(self, model_path: Path, spec: AnchorSpec, threads: int = 1) -> None:
         self._interpreter = load_interpreter(model_path, threads)
         self._spec = spec
         self._anchors = generate_anchors(spec)
-        detail = self._interpreter.get_input_details()[0]
-        self._input_index = int(detail["index"])
         size = spec.input_px
-        if tuple(detail["shape"]) != (1, size, size, 3):
-            raise ValueError(f"{model_path}: expected input (1, {size}, {size}, 3)")
-        self._boxes_index = output_by_shape(self._interpreter, 16)
-        self._scores_index = output_by_shape(self._interpreter, 1)
+        detail = check_input_shape(self._interpreter, model_path, (1, size, size, 3), "BlazeFace")
+        self._input_index = int(detail["index"])
+        self._boxes_index = output_by_shape(self._interpreter, 16, model_path, "BlazeFace")
+        self._scores_index = output_by_shape(self._interpreter, 1, model_path, "BlazeFace")
         # Reused every frame: the letterboxed uint8 image and its float tensor.
         self._letterbox = np.zeros((size, size, 3), dtype=np.uint8)
         self._tensor = np.zeros((1, size, size, 3), dtype=np.float32)
+
+    @classmethod
+    def load(cls, models_dir: Path, threads: int) -> Self:
+        return cls(models_dir / SHORT_RANGE_FILE, SHORT_RANGE, threads)
+
+    @classmethod
+    def load_fallback(cls, models_dir: Path, threads: int) -> BlazeFaceDetector:
+        # One thread, as it always had: it runs only on frames where the short range found none.
+        return cls(models_dir / FULL_RANGE_FILE, FULL_RANGE)
 
     def detect(self, image: ImageArray) -> list[Detection]:
         """All faces with score >= MIN_SCORE after weighted non-maximum suppression."""

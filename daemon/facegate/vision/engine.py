@@ -1,4 +1,7 @@
-"""The face engine: detect -> landmarks -> align -> quality gate -> embed."""
+"""The face engine: detect -> landmarks -> align -> quality gate -> embed, plus the
+liveness slot. Each stage is an interface of vision/stages.py chosen by its config `type`
+in the registries below: adding a model is one class plus one line in its registry.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,13 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
-from facegate.errors import BadInputError, ManyFacesError, NoFaceError
+from facegate.errors import BadInputError, ManyFacesError, ModelError, NoFaceError
+from facegate.paths import INSTALLED_MODELS_DIR
 from facegate.vision.align import FACE_PX, LEFT_EYE_XY, RIGHT_EYE_XY, Aligner
-from facegate.vision.detector import FULL_RANGE, SHORT_RANGE, BlazeFaceDetector
-from facegate.vision.embedder import FaceNetEmbedder, file_sha256
+from facegate.vision.detector import FULL_RANGE_FILE, BlazeFaceDetector
+from facegate.vision.embedder import FaceNetEmbedder, FaceNetFloat32Embedder
 from facegate.vision.landmarks import (
     LEFT_EYE,
     MESH_PX,
@@ -21,8 +25,10 @@ from facegate.vision.landmarks import (
     ROI_SCALE,
     FaceMeshLandmarker,
 )
+from facegate.vision.liveness import OffLiveness
 from facegate.vision.quality import DEFAULT_GATE, QualityGate, QualityMeter
-from facegate.vision.runtime import runtime_name
+from facegate.vision.runtime import file_sha256, runtime_name
+from facegate.vision.stages import Embedder, FaceDetector, Landmarker, LivenessStage, Stage
 from facegate.vision.types import (
     Detection,
     FaceEncoding,
@@ -30,40 +36,67 @@ from facegate.vision.types import (
     FaceQuality,
     FloatArray,
     ImageArray,
+    RefusalReason,
 )
+
+__all__ = [
+    "DETECTORS",
+    "EMBEDDERS",
+    "INSTALLED_MODELS_DIR",
+    "LANDMARKERS",
+    "LIVENESS_STAGES",
+    "MODEL_FILES",
+    "EmbedderKind",
+    "FaceEngine",
+    "default_models_dir",
+    "pipeline_fingerprint",
+    "required_model_files",
+]
 
 logger = logging.getLogger(__name__)
 
 EmbedderKind = Literal["int8", "float32"]
+_S = TypeVar("_S", bound=Stage)
 
-#: Where scripts/install-pi.sh puts the models on a device.
-INSTALLED_MODELS_DIR: Final = Path("/opt/facegate/models")
+# The registries: config `type` -> class. config/app.py ModelsConfig lists the same names
+# (it is a leaf and cannot import these); tests/test_stages.py keeps the two in step.
+DETECTORS: Final[dict[str, type[FaceDetector]]] = {"blazeface": BlazeFaceDetector}
+LANDMARKERS: Final[dict[str, type[Landmarker]]] = {"facemesh": FaceMeshLandmarker}
+EMBEDDERS: Final[dict[str, type[Embedder]]] = {
+    "int8": FaceNetEmbedder,
+    "float32": FaceNetFloat32Embedder,
+}
+LIVENESS_STAGES: Final[dict[str, type[LivenessStage]]] = {"off": OffLiveness}
 
+#: The model files by role, as `make models` names them (check-config and tests use it).
 MODEL_FILES: Final = {
-    "detector_short": "blazeface_short_range.tflite",
-    "detector_full": "blazeface_full_range.tflite",
-    "landmarks": "face_landmark.tflite",
-    "int8": "facenet_int8.tflite",
-    "float32": "facenet_float32.tflite",
+    "detector_short": BlazeFaceDetector.model_files[0],
+    "detector_full": FULL_RANGE_FILE,
+    "landmarks": FaceMeshLandmarker.model_files[0],
+    "int8": FaceNetEmbedder.model_files[0],
+    "float32": FaceNetFloat32Embedder.model_files[0],
 }
 
 
 class FaceEngine:
-    """Owns the TFLite models; not thread-safe (one engine per pipeline thread)."""
+    """Composes the stages; not thread-safe (one engine per pipeline thread)."""
 
     def __init__(
         self,
-        detector: BlazeFaceDetector,
-        landmarker: FaceMeshLandmarker,
-        embedder: FaceNetEmbedder,
-        fallback_detector: BlazeFaceDetector | None = None,
+        detector: FaceDetector,
+        landmarker: Landmarker,
+        embedder: Embedder,
+        fallback_detector: FaceDetector | None = None,
         gate: QualityGate = DEFAULT_GATE,
+        liveness: LivenessStage | None = None,
     ) -> None:
         self.detector = detector
         self.fallback_detector = fallback_detector
         self.landmarker = landmarker
         self.embedder = embedder
         self.gate = gate
+        # The slot the liveness issue fills; the caller that knows the tracks feeds it.
+        self.liveness: LivenessStage = liveness if liveness is not None else OffLiveness()
         self.fingerprint = _combine(embedder.fingerprint, landmarker.fingerprint)
         self.runtime = runtime_name()
         self._aligner = Aligner()
@@ -77,22 +110,48 @@ class FaceEngine:
         threads: int = 2,
         gate: QualityGate = DEFAULT_GATE,
         full_range_fallback: bool = True,
+        *,
+        detector: str = "blazeface",
+        landmarker: str = "facemesh",
+        liveness: str = "off",
     ) -> FaceEngine:
-        """Load the detector(s) and the chosen embedder from a `make models` output folder."""
+        """Load every stage by its `type` from a `make models` output folder."""
         models_dir = Path(models_dir)
         # The detector runs on every frame: 2 threads take it from ~1.7 to ~1.3 ms per invoke.
-        detector = BlazeFaceDetector(
-            models_dir / MODEL_FILES["detector_short"], SHORT_RANGE, threads
+        detector_cls = _lookup(DETECTORS, detector, "detector")
+        primary = detector_cls.load(models_dir, threads)
+        fallback = detector_cls.load_fallback(models_dir, threads) if full_range_fallback else None
+        engine = cls(
+            primary,
+            _lookup(LANDMARKERS, landmarker, "landmarker").load(models_dir, threads),
+            _lookup(EMBEDDERS, embedder, "embedder").load(models_dir, threads),
+            fallback,
+            gate,
+            _lookup(LIVENESS_STAGES, liveness, "liveness").load(models_dir, threads),
         )
-        fallback = (
-            BlazeFaceDetector(models_dir / MODEL_FILES["detector_full"], FULL_RANGE)
-            if full_range_fallback
-            else None
-        )
-        landmarker = FaceMeshLandmarker(models_dir / MODEL_FILES["landmarks"], threads)
-        net = FaceNetEmbedder(models_dir / MODEL_FILES[embedder], threads)
-        logger.info("face engine ready: %s embedder on %s", embedder, runtime_name())
-        return cls(detector, landmarker, net, fallback, gate)
+        logger.info(
+            "face engine ready: %s detector, %s landmarks, %s embedder (%d-D) on %s",
+            detector, landmarker, embedder, engine.embedding_dim, engine.runtime,
+        )  # fmt: skip
+        return engine
+
+    @property
+    def embedding_dim(self) -> int:
+        """Length of this engine's embeddings, as its embedder model outputs them."""
+        return self.embedder.dim
+
+    def close(self) -> None:
+        """Release every stage."""
+        stages: list[Stage | None] = [
+            self.detector,
+            self.fallback_detector,
+            self.landmarker,
+            self.embedder,
+            self.liveness,
+        ]
+        for stage in stages:
+            if stage is not None:
+                stage.close()
 
     def detect(self, image: ImageArray) -> list[Detection]:
         """Faces in the frame, largest first. Falls back to the full-range model (faces
@@ -103,16 +162,18 @@ class FaceEngine:
         return sorted(faces, key=lambda d: d.width, reverse=True)
 
     def encode_detection(self, image: ImageArray, detection: Detection) -> FaceEncoding:
-        """Locate landmarks, align, gate and (if usable) embed one detected face."""
-        if too_small := self.gate.size_problem(detection.width):
+        """Locate landmarks, align, gate and (if usable) embed one detected face. A refused
+        face keeps whatever was computed before the refusal and its RefusalReason."""
+        if too_small := self.gate.size_refusal(detection.width):
             return _refused(detection, too_small)
         landmarks = self.landmarker.locate(image, detection)
-        if problem := _landmark_problem(landmarks):
-            return _refused(detection, problem)
+        if problem := _landmark_refusal(landmarks):
+            return _refused(detection, problem, landmarks)
         crop = self._aligner.align(image, landmarks)
         quality = self._meter.measure(crop, detection.width, landmarks.yaw_deg, self.gate)
         embedding: FloatArray | None = self.embedder.embed(crop) if quality.usable else None
-        return FaceEncoding(detection, quality, embedding)
+        crop.flags.writeable = False  # after embedding: observers share the embedder's view
+        return FaceEncoding(detection, quality, embedding, landmarks, crop)
 
     def encode(self, image: ImageArray) -> list[FaceEncoding]:
         """Every face in the frame, largest first; `embedding` is None for unusable faces."""
@@ -131,30 +192,58 @@ class FaceEngine:
         return usable[0]
 
 
-def _landmark_problem(landmarks: FaceLandmarks) -> str:
-    """Why these landmarks cannot place a face, or "". Written so that NaN fails."""
+def _landmark_refusal(landmarks: FaceLandmarks) -> tuple[RefusalReason, str] | None:
+    """Why these landmarks cannot place a face, or None. Written so that NaN fails."""
     if not landmarks.face_score >= MIN_FACE_SCORE:
-        return (
+        return RefusalReason.NOT_A_FACE, (
             f"not a face to the landmark model (score {landmarks.face_score:.3f} "
             f"< {MIN_FACE_SCORE})"
         )
     if not all(math.isfinite(v) for v in (*landmarks.right_eye, *landmarks.left_eye)):
-        return "the landmark model gave no usable eye positions"
-    return ""
+        return RefusalReason.NO_EYES, "the landmark model gave no usable eye positions"
+    return None
 
 
-def _refused(detection: Detection, reason: str) -> FaceEncoding:
+def _refused(
+    detection: Detection,
+    refusal: tuple[RefusalReason, str],
+    landmarks: FaceLandmarks | None = None,
+) -> FaceEncoding:
     """A detection turned away before it was measured: sharpness and yaw unknown (NaN)."""
-    return FaceEncoding(
-        detection, FaceQuality(detection.width, math.nan, False, reason, math.nan), None
+    code, text = refusal
+    quality = FaceQuality(detection.width, math.nan, False, text, math.nan, code)
+    return FaceEncoding(detection, quality, None, landmarks)
+
+
+def _lookup(registry: dict[str, type[_S]], name: str, role: str) -> type[_S]:
+    """The class registered for a config `type`; config validation names the same set."""
+    try:
+        return registry[name]
+    except KeyError:
+        known = ", ".join(sorted(registry))
+        raise ModelError(f"unknown {role} type {name!r} (known: {known})") from None
+
+
+def required_model_files(
+    embedder: EmbedderKind = "int8", detector: str = "blazeface", landmarker: str = "facemesh"
+) -> tuple[str, ...]:
+    """The files FaceEngine.load(full_range_fallback=False) reads for these types."""
+    return (
+        *_lookup(DETECTORS, detector, "detector").model_files,
+        *_lookup(LANDMARKERS, landmarker, "landmarker").model_files,
+        *_lookup(EMBEDDERS, embedder, "embedder").model_files,
     )
 
 
-def pipeline_fingerprint(models_dir: Path, embedder: EmbedderKind) -> str:
+def pipeline_fingerprint(
+    models_dir: Path, embedder: EmbedderKind, landmarker: str = "facemesh"
+) -> str:
     """FaceEngine.fingerprint from the model files alone, without loading them."""
+    models_dir = Path(models_dir)
+    embedder_file = _lookup(EMBEDDERS, embedder, "embedder").model_files[0]
+    landmarks_file = _lookup(LANDMARKERS, landmarker, "landmarker").model_files[0]
     return _combine(
-        file_sha256(Path(models_dir) / MODEL_FILES[embedder]),
-        file_sha256(Path(models_dir) / MODEL_FILES["landmarks"]),
+        file_sha256(models_dir / embedder_file), file_sha256(models_dir / landmarks_file)
     )
 
 

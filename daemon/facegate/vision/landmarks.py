@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Final
+from typing import Final, Self
 
 import cv2
 import numpy as np
 
-from facegate.vision.embedder import file_sha256
-from facegate.vision.runtime import load_interpreter, output_by_shape
+from facegate.vision.runtime import (
+    check_input_shape,
+    file_sha256,
+    load_interpreter,
+    output_by_shape,
+)
+from facegate.vision.stages import Landmarker
 from facegate.vision.types import Detection, FaceLandmarks, FloatArray, ImageArray
 
+MODEL_FILE: Final = "face_landmark.tflite"
 MESH_PX: Final = 192
 MESH_POINTS: Final = 468
 #: FaceMesh's second output says whether the crop holds a face at all. MediaPipe drops its
@@ -64,23 +70,42 @@ def yaw_from_mesh(points: FloatArray) -> float:
     return math.degrees(math.atan2(abs(float(across[2])), in_plane))
 
 
-class FaceMeshLandmarker:
-    """Runs FaceMesh on one detected face at a time; buffers are reused between calls."""
+def roi_to_frame(points: FloatArray, to_roi: FloatArray) -> FloatArray:
+    """Map (N, 3) ROI points to frame pixels in place: x, y by the inverse of `to_roi`,
+    depth by its scale (a similarity), so z stays in the same units as x and y."""
+    to_frame = cv2.invertAffineTransform(to_roi)
+    xy = points[:, :2] @ to_frame[:, :2].T + to_frame[:, 2]
+    points[:, :2] = xy
+    points[:, 2] *= math.sqrt(abs(float(np.linalg.det(to_frame[:, :2]))))
+    return points
+
+
+class FaceMeshLandmarker(Landmarker):
+    """Landmarker `type: facemesh`: runs FaceMesh on one detected face at a time; buffers
+    are reused between calls."""
+
+    model_files = (MODEL_FILE,)
 
     def __init__(self, model_path: Path, threads: int = 2) -> None:
         self.fingerprint = file_sha256(model_path)
         self._interpreter = load_interpreter(model_path, threads)
-        detail = self._interpreter.get_input_details()[0]
-        if tuple(detail["shape"]) != (1, MESH_PX, MESH_PX, 3):
-            raise ValueError(f"{model_path}: expected input (1, {MESH_PX}, {MESH_PX}, 3)")
+        shape = (1, MESH_PX, MESH_PX, 3)
+        detail = check_input_shape(self._interpreter, model_path, shape, "FaceMesh")
         self._input_index = int(detail["index"])
-        self._points_index = output_by_shape(self._interpreter, MESH_POINTS * 3)
-        self._score_index = output_by_shape(self._interpreter, 1)
+        self._points_index = output_by_shape(
+            self._interpreter, MESH_POINTS * 3, model_path, "FaceMesh"
+        )
+        self._score_index = output_by_shape(self._interpreter, 1, model_path, "FaceMesh")
         self._roi = np.zeros((MESH_PX, MESH_PX, 3), dtype=np.uint8)
         self._tensor = np.zeros((1, MESH_PX, MESH_PX, 3), dtype=np.float32)
 
+    @classmethod
+    def load(cls, models_dir: Path, threads: int) -> Self:
+        return cls(models_dir / MODEL_FILE, threads)
+
     def locate(self, image: ImageArray, detection: Detection) -> FaceLandmarks:
-        """Eye centres (frame pixels), yaw and face presence for one detection."""
+        """Eye centres, yaw, face presence and the 468-point mesh (frame pixels) of one
+        detection."""
         to_roi = roi_transform(detection)
         # Outside the frame is black, as in MediaPipe's image_to_tensor.
         cv2.warpAffine(
@@ -90,13 +115,18 @@ class FaceMeshLandmarker:
         np.multiply(self._roi, 1.0 / 255.0, out=self._tensor[0], casting="unsafe")
         self._interpreter.set_tensor(self._input_index, self._tensor)
         self._interpreter.invoke()
+        # get_tensor returns a copy the interpreter never touches again: it becomes the
+        # observation's mesh in place, without another copy.
         points = self._interpreter.get_tensor(self._points_index).reshape(MESH_POINTS, 3)
         raw_score = float(self._interpreter.get_tensor(self._score_index).reshape(-1)[0])
-        eyes_roi = points[_EYE_INDEX, :2].mean(axis=1, dtype=np.float32)
-        eyes = cv2.transform(eyes_roi[None], cv2.invertAffineTransform(to_roi))[0]
+        yaw_deg = yaw_from_mesh(points)  # rotation and scale free: same in ROI or frame
+        mesh = roi_to_frame(points, to_roi)
+        mesh.flags.writeable = False
+        eyes = mesh[_EYE_INDEX, :2].mean(axis=1, dtype=np.float32)
         return FaceLandmarks(
             right_eye=(float(eyes[0, 0]), float(eyes[0, 1])),
             left_eye=(float(eyes[1, 0]), float(eyes[1, 1])),
-            yaw_deg=yaw_from_mesh(points),
+            yaw_deg=yaw_deg,
             face_score=1.0 / (1.0 + math.exp(-min(max(raw_score, -80.0), 80.0))),
+            mesh=mesh,
         )

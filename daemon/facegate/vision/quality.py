@@ -1,7 +1,7 @@
 """Which detected faces are good enough to embed: size, sharpness and head turn (yaw).
 
-A face that fails the gate is still reported (with the reason), but it is never embedded,
-matched or shown to the policy: fail closed rather than match on a poor view.
+A face that fails the gate is still reported (with the reason: a RefusalReason code and a
+sentence), but it is never embedded or matched: fail closed rather than match on a poor view.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import cv2
 import numpy as np
 
 from facegate.vision.align import FACE_PX
-from facegate.vision.types import FaceQuality, ImageArray
+from facegate.vision.types import FaceQuality, ImageArray, RefusalReason
+
+#: A refusal: the code for machines and the sentence for people.
+Refusal = tuple[RefusalReason, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,22 +40,30 @@ class QualityGate:
     min_sharpness: float = 0.004
     max_yaw_deg: float = 30.0
 
-    def size_problem(self, face_px: float) -> str:
+    def size_refusal(self, face_px: float) -> Refusal | None:
         """Checked first, on the detection alone: a too-small face costs no landmark run."""
         # Written as "not >=" so that NaN (a broken measurement) fails: fail closed.
         if not face_px >= self.min_face_px:
-            return f"face too small ({face_px:.0f} px < {self.min_face_px:.0f} px)"
-        return ""
+            text = f"face too small ({face_px:.0f} px < {self.min_face_px:.0f} px)"
+            return RefusalReason.TOO_SMALL, text
+        return None
 
-    def problem(self, face_px: float, sharpness: float, yaw_deg: float) -> str:
-        """Why a face with these measures is unusable, or "" if it passes."""
-        if too_small := self.size_problem(face_px):
+    def refusal(self, face_px: float, sharpness: float, yaw_deg: float) -> Refusal | None:
+        """Why a face with these measures is unusable, or None if it passes."""
+        if too_small := self.size_refusal(face_px):
             return too_small
         if not sharpness >= self.min_sharpness:
-            return f"face too blurred (sharpness {sharpness:.4f} < {self.min_sharpness:.4f})"
+            text = f"face too blurred (sharpness {sharpness:.4f} < {self.min_sharpness:.4f})"
+            return RefusalReason.BLURRED, text
         if not yaw_deg <= self.max_yaw_deg:
-            return f"head turned too far ({yaw_deg:.0f} deg > {self.max_yaw_deg:.0f} deg)"
-        return ""
+            text = f"head turned too far ({yaw_deg:.0f} deg > {self.max_yaw_deg:.0f} deg)"
+            return RefusalReason.TURNED, text
+        return None
+
+    def problem(self, face_px: float, sharpness: float, yaw_deg: float) -> str:
+        """refusal's sentence, or "" if the face passes."""
+        found = self.refusal(face_px, sharpness, yaw_deg)
+        return found[1] if found else ""
 
 
 #: The gate used where no config says otherwise (CLI verify/identify/evaluate, tests).
@@ -77,5 +88,7 @@ class QualityMeter:
         _, contrast = cv2.meanStdDev(self._gray)
         # A flat crop (std < 1 grey level) has no detail to speak of: floor, never divide by 0.
         sharpness = (float(detail[0, 0]) / max(float(contrast[0, 0]), 1.0)) ** 2
-        reason = gate.problem(face_px, sharpness, yaw_deg)
-        return FaceQuality(face_px, sharpness, not reason, reason, yaw_deg)
+        refusal = gate.refusal(face_px, sharpness, yaw_deg)
+        if refusal is None:
+            return FaceQuality(face_px, sharpness, True, "", yaw_deg)
+        return FaceQuality(face_px, sharpness, False, refusal[1], yaw_deg, refusal[0])

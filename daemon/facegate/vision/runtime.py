@@ -6,6 +6,7 @@ tensorflow.lite. FACEGATE_TFLITE_RUNTIME forces one, for benchmarks.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import os
@@ -42,6 +43,15 @@ def _interpreter_class() -> tuple[str, Any]:
     raise ModelError(f"no TFLite runtime importable ({wanted}): pip install ai-edge-litert")
 
 
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a model file: the fingerprint that ties a gallery to its models."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def runtime_name() -> str:
     """Name of the runtime load_interpreter() will use."""
     return _interpreter_class()[0]
@@ -61,12 +71,35 @@ def load_interpreter(path: Path, threads: int) -> Any:
     return interpreter
 
 
-def output_by_shape(interpreter: Any, last_dim: int) -> int:
+def check_input_shape(
+    interpreter: Any, path: Path, expected: tuple[int, ...], role: str
+) -> dict[str, Any]:
+    """The first input's details if its shape is `expected`; else a ModelError naming the
+    file, its role and both shapes (a model file put in another model's place)."""
+    detail: dict[str, Any] = interpreter.get_input_details()[0]
+    found = tuple(int(n) for n in detail["shape"])
+    if found != expected:
+        raise ModelError(
+            f"{path}: not a {role} model: expected input shape {expected}, found {found}"
+            f"{_outputs_text(interpreter)}"
+        )
+    return detail
+
+
+def output_by_shape(interpreter: Any, last_dim: int, path: Path, role: str) -> int:
     """Index of the output tensor whose last dimension is `last_dim` (never trust order)."""
     for detail in interpreter.get_output_details():
         if int(detail["shape"][-1]) == last_dim:
             return int(detail["index"])
-    raise ModelError(f"model has no output with last dimension {last_dim}")
+    raise ModelError(
+        f"{path}: not a {role} model: expected an output of shape (..., {last_dim})"
+        f"{_outputs_text(interpreter)}"
+    )
+
+
+def _outputs_text(interpreter: Any) -> str:
+    shapes = [tuple(int(n) for n in d["shape"]) for d in interpreter.get_output_details()]
+    return f" (outputs {', '.join(map(str, shapes))})"
 
 
 def quantize(values: np.ndarray, detail: dict[str, Any], out: np.ndarray) -> None:

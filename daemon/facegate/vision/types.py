@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
-EMBEDDING_DIM = 128
+#: The FaceNet models' embedding size. The engine reads the size from the model it loads
+#: (Embedder.dim) and a gallery from its arrays; this is only the size of an empty gallery.
+EMBEDDING_DIM: Final = 128
 
 FloatArray = npt.NDArray[np.float32]
 ImageArray = npt.NDArray[np.uint8]
@@ -36,33 +40,78 @@ class Detection:
 
 @dataclass(frozen=True, slots=True)
 class FaceLandmarks:
-    """Eye centres in frame pixels, the head's yaw in degrees (0 = facing the camera) and
-    the landmark model's probability that there is a face at all."""
+    """Eye centres in frame pixels, the head's yaw in degrees (0 = facing the camera), the
+    landmark model's probability that there is a face at all, and every point it placed.
+
+    `mesh` is (N, 3) float32, read-only: x, y in frame pixels, z depth in the same pixel
+    scale (FaceMesh: N = 468, MediaPipe's indices; z relative to the face's centre, smaller
+    is nearer the camera).
+    """
 
     right_eye: tuple[float, float]
     left_eye: tuple[float, float]
     yaw_deg: float
     face_score: float
+    mesh: FloatArray
+
+
+class RefusalReason(StrEnum):
+    """Why a detected face was not embedded: the machine-readable twin of FaceQuality.reason
+    (for events, metrics and liveness; the text is for people and may change)."""
+
+    TOO_SMALL = "too_small"  # box narrower than the gate's min_face_px; no landmarks run
+    NOT_A_FACE = "not_a_face"  # the landmark model says the detection holds no face
+    NO_EYES = "no_eyes"  # the landmark model placed no usable (finite) eye positions
+    BLURRED = "blurred"  # aligned crop below the gate's min_sharpness
+    TURNED = "turned"  # head yaw beyond the gate's max_yaw_deg (or not measurable)
 
 
 @dataclass(frozen=True, slots=True)
 class FaceQuality:
-    """Why a face may be too poor to embed: size in pixels, sharpness, head turn."""
+    """Why a face may be too poor to embed: size in pixels, sharpness, head turn.
+
+    `refusal` is None exactly when the face is usable; `reason` says the same for people.
+    """
 
     face_px: float
     sharpness: float
     usable: bool
     reason: str = ""
     yaw_deg: float = 0.0
+    refusal: RefusalReason | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class FaceEncoding:
-    """A detected face, its quality and (when usable) its unit-length 128-D embedding."""
+    """One detected face in one frame, with everything later stages need.
+
+    `landmarks` is None when the face was refused before the landmark model ran (too
+    small); `crop` is the aligned face the embedder saw (or would have seen: blurred and
+    turned faces keep theirs), None when refused before alignment; `embedding` is the unit
+    vector (Embedder.dim long), None for every refused face. The crop is read-only.
+    """
 
     detection: Detection
     quality: FaceQuality
     embedding: FloatArray | None
+    landmarks: FaceLandmarks | None = None
+    crop: ImageArray | None = None
+
+    @property
+    def refusal(self) -> RefusalReason | None:
+        """Why the face was not embedded, or None if it was."""
+        return self.quality.refusal
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessEvidence:
+    """What the liveness stage holds on one track so far. `live` None: no opinion (the
+    stage is off, or has not seen enough frames); `reason` says why for people."""
+
+    live: bool | None
+    score: float = float("nan")
+    frames: int = 0
+    reason: str = ""
 
 
 def l2_normalize(vectors: FloatArray) -> FloatArray:
