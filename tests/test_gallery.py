@@ -258,6 +258,58 @@ def test_columns_must_match_the_schema() -> None:
         Gallery(gallery._meta, {**gallery._arrays, "evil": np.zeros(3)})
 
 
+# --- embedding size ------------------------------------------------------------------------
+
+
+def _resized(gallery: Gallery, dim: int) -> Gallery:
+    """The gallery as an embedder with `dim` outputs would make it: vectors cut or zero-padded
+    to `dim` and made unit again."""
+    arrays = dict(gallery._arrays)
+    for name in ("embedding", "template"):
+        vectors = arrays[name][:, :dim]
+        vectors = np.pad(vectors, ((0, 0), (0, dim - vectors.shape[1])))
+        arrays[name] = l2_normalize(np.ascontiguousarray(vectors, dtype=np.float32))
+    return Gallery(gallery._meta, arrays)
+
+
+def test_a_facenet_gallery_is_128_wide(saved: Path) -> None:
+    """Every gallery written so far holds 128-D FaceNet vectors; the size comes from its
+    header, whose layout did not change, so they all load as before."""
+    assert Gallery.load(saved, FP_A).embedding_dim == 128
+
+
+@pytest.mark.parametrize("dim", [64, 512])
+def test_embedding_size_is_read_from_the_file(tmp_path: Path, dim: int) -> None:
+    """Another embedder's vector size round trips: nothing assumes FaceNet's 128."""
+    path = tmp_path / "g.fgg"
+    _resized(make_gallery(), dim).save(path)
+    loaded = Gallery.load(path, FP_A)
+    assert loaded.embedding_dim == dim
+    assert loaded.embeddings.shape == (9, dim) and loaded.templates.shape == (3, dim)
+    assert len(list(loaded.entries())[0].embedding) == dim
+
+
+def test_templates_must_be_as_wide_as_the_embeddings() -> None:
+    gallery = make_gallery()
+    narrow = {**gallery._arrays, "template": _resized(gallery, 64)._arrays["template"]}
+    with pytest.raises(GalleryError, match=r"'template' has shape \(3, 64\), not \(3, 128\)"):
+        Gallery(gallery._meta, narrow)
+    with pytest.raises(GalleryError, match=r"'embedding' has shape \(9,\), not \(n, D\)"):
+        Gallery(gallery._meta, {**gallery._arrays, "embedding": np.zeros(9, np.float32)})
+
+
+def test_build_refuses_embeddings_of_another_size() -> None:
+    person = PersonPolicy("a", "A", ("*",))
+    entries = [
+        GalleryEntry("a", "a.jpg", "0" * 64, 1.0, 1.0, 0.0, 0.0, _unit(0)),
+        GalleryEntry("a", "b.jpg", "1" * 64, 1.0, 1.0, 0.0, 0.0, _unit(1)[:64]),
+    ]
+    with pytest.raises(ValueError, match=r"must all have shape \(128,\), found \[\(64,\)\]"):
+        Gallery.build(fingerprint=FP_A, people=[person], entries=entries)
+    with pytest.raises(ValueError, match=r"must all have shape \(512,\)"):
+        Gallery.build(fingerprint=FP_A, people=[person], entries=entries[:1], embedding_dim=512)
+
+
 # --- writing ---------------------------------------------------------------------------------
 
 

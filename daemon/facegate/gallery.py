@@ -15,6 +15,9 @@ File layout (schema 1), little-endian, one file so one rename replaces it atomic
                          crc32: CRC-32 of each 16 MiB chunk}]
     ...                  each array raw in C order at a 64-byte aligned offset
 
+The embedding size D is the width of the `embedding` array in the header (128 for FaceNet,
+whatever the embedder model outputs otherwise); `template` must have the same width.
+
 Not .npz: a zip member cannot be memory-mapped and np.load copies it through Python-level
 chunks (0.23 to 0.46 s for the 256 MB of 100k people x 5, before any validation); this
 layout is mapped in place and checked on all cores (docs/gallery.md has the numbers).
@@ -62,7 +65,7 @@ FIX_COMMAND: Final = "run `facegate enroll` to rebuild it"
 AnyArray = npt.NDArray[Any]
 
 # name -> dtype (None: a string column, any width) and row kind: "row" per embedding,
-# "person" per person. `embedding`/`template` are (n, 128); `image_sha256` is (n, 32).
+# "person" per person. `embedding`/`template` are (n, D); `image_sha256` is (n, 32).
 _COLUMNS: Final[dict[str, tuple[str | None, str]]] = {
     "embedding": ("<f4", "row"),
     "person": ("<i4", "row"),
@@ -81,7 +84,8 @@ _COLUMNS: Final[dict[str, tuple[str | None, str]]] = {
     "valid_until": (None, "person"),
     "disabled": ("|b1", "person"),
 }
-_WIDE: Final = {"embedding": EMBEDDING_DIM, "template": EMBEDDING_DIM, "image_sha256": 32}
+#: Columns with a second dimension: None is the gallery's embedding size D.
+_WIDE: Final[dict[str, int | None]] = {"embedding": None, "template": None, "image_sha256": 32}
 _STRING_DTYPE: Final = re.compile(r"[<|][US]\d{1,5}")
 
 
@@ -139,8 +143,13 @@ class Gallery:
         entries: Sequence[GalleryEntry],
         schedules: Mapping[str, Any] | None = None,
         enrollment_sha256: str = "",
+        embedding_dim: int | None = None,
     ) -> Gallery:
-        """A gallery from enrolled people and their images; every person needs >= 1 entry."""
+        """A gallery from enrolled people and their images; every person needs >= 1 entry.
+
+        `embedding_dim` is the embedder's output size (Embedder.dim): every entry must have
+        it; None takes it from the entries (FaceNet's 128 for a gallery without any).
+        """
         ordered = sorted(people, key=lambda p: p.id)
         index = {p.id: i for i, p in enumerate(ordered)}
         if len(index) != len(ordered):
@@ -149,7 +158,7 @@ class Gallery:
         if unknown:
             raise ValueError(f"entries for people not in the gallery: {sorted(unknown)}")
         rows = sorted(entries, key=lambda e: index[e.person_id])
-        arrays = {**_row_columns(rows, index), **_person_columns(ordered)}
+        arrays = {**_row_columns(rows, index, embedding_dim), **_person_columns(ordered)}
         if len(set(arrays["person"].tolist())) != len(ordered):
             raise ValueError("every person needs at least one embedding")
         identities, templates = build_templates(arrays["embedding"], [e.person_id for e in rows])
@@ -254,13 +263,18 @@ class Gallery:
         return dict(self._meta["schedules"])
 
     @property
+    def embedding_dim(self) -> int:
+        """D, the length of every embedding and template (the embedder's output size)."""
+        return int(self._arrays["embedding"].shape[1])
+
+    @property
     def embeddings(self) -> FloatArray:
-        """(N, 128) unit embeddings, grouped by person (read-only)."""
+        """(N, D) unit embeddings, grouped by person (read-only)."""
         return self._readonly("embedding")
 
     @property
     def templates(self) -> FloatArray:
-        """(K, 128) unit mean templates, one per person in `person_ids` order (read-only)."""
+        """(K, D) unit mean templates, one per person in `person_ids` order (read-only)."""
         return self._readonly("template")
 
     @property
@@ -356,13 +370,12 @@ _PERSON_POLICY_COLUMNS: Final = (
 # --- building columns ------------------------------------------------------------------------
 
 
-def _row_columns(rows: Sequence[GalleryEntry], index: Mapping[str, int]) -> dict[str, AnyArray]:
-    embeddings = np.array([e.embedding for e in rows], dtype=np.float32).reshape(
-        len(rows), EMBEDDING_DIM
-    )
+def _row_columns(
+    rows: Sequence[GalleryEntry], index: Mapping[str, int], dim: int | None
+) -> dict[str, AnyArray]:
     digests = b"".join(bytes.fromhex(e.image_sha256) for e in rows)
     return {
-        "embedding": embeddings,
+        "embedding": _embedding_matrix(rows, dim),
         "person": np.array([index[e.person_id] for e in rows], dtype=np.int32),
         "image_sha256": np.frombuffer(digests, dtype=np.uint8).reshape(len(rows), 32).copy(),
         "source": _bytes_column([e.source.encode("utf-8") for e in rows]),
@@ -371,6 +384,16 @@ def _row_columns(rows: Sequence[GalleryEntry], index: Mapping[str, int]) -> dict
         "yaw_deg": np.array([e.yaw_deg for e in rows], dtype=np.float32),
         "embedded_at": np.array([e.embedded_at for e in rows], dtype=np.float64),
     }
+
+
+def _embedding_matrix(rows: Sequence[GalleryEntry], dim: int | None) -> FloatArray:
+    """(N, D) float32 from the entries; D from `dim`, else the first entry, else FaceNet's."""
+    if dim is None:
+        dim = len(rows[0].embedding) if rows else EMBEDDING_DIM
+    sizes = {np.shape(e.embedding) for e in rows} - {(dim,)}
+    if sizes:
+        raise ValueError(f"embeddings must all have shape ({dim},), found {sorted(sizes)}")
+    return np.array([e.embedding for e in rows], dtype=np.float32).reshape(len(rows), dim)
 
 
 def _person_columns(people: Sequence[PersonPolicy]) -> dict[str, AnyArray]:
@@ -541,9 +564,11 @@ def _check_arrays(arrays: Mapping[str, AnyArray]) -> None:
             f"unexpected {sorted(extra)}): {FIX_COMMAND}"
         )
     n_rows, n_people = len(arrays["embedding"]), len(arrays["person_id"])
+    dim = _embedding_dim(arrays["embedding"])
     for name, (_, kind) in _COLUMNS.items():
         array = arrays[name]
-        shape = (n_rows if kind == "row" else n_people, *((_WIDE[name],) if name in _WIDE else ()))
+        width = (_WIDE[name] or dim,) if name in _WIDE else ()
+        shape = (n_rows if kind == "row" else n_people, *width)
         if array.shape != shape:
             raise GalleryError(
                 f"the gallery's {name!r} has shape {array.shape}, not {shape}: {FIX_COMMAND}"
@@ -554,6 +579,15 @@ def _check_arrays(arrays: Mapping[str, AnyArray]) -> None:
     ids = arrays["person_id"]
     if not bool(np.all(ids[1:] > ids[:-1])):  # sorted and unique, in one vectorised pass
         raise GalleryError(f"the gallery's people are not unique and sorted: {FIX_COMMAND}")
+
+
+def _embedding_dim(embeddings: AnyArray) -> int:
+    """D from the embedding column's shape, which the header stores; (n, D) with D >= 1."""
+    if embeddings.ndim != 2 or embeddings.shape[1] < 1:
+        raise GalleryError(
+            f"the gallery's 'embedding' has shape {embeddings.shape}, not (n, D): {FIX_COMMAND}"
+        )
+    return int(embeddings.shape[1])
 
 
 def _check_grouping(person: AnyArray, n_people: int) -> None:
