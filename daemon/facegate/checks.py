@@ -1,24 +1,34 @@
 """`facegate check-config`: everything the daemon will need, checked before it starts.
 
 Pure validation lives in facegate.config; this adds the checks that touch the disk:
-camera files, model files, signing key, enrollment images, and the gallery's model.
+camera files, model files, signing keys, broker password and TLS files, enrollment images,
+and the gallery's model. Files `run` reads are read here the way `run` reads them (bounded,
+regular files only), so check-config refuses, with exit 2, whatever would stop `run`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facegate.config import FacegateConfig, load_config, load_enrollment
+from facegate.config import EnrollmentConfig, FacegateConfig, load_config, load_enrollment
 from facegate.config.enrollment import door_ids
+from facegate.config.loader import ConfigFileError
+from facegate.config.mqtt import TlsConfig
 from facegate.errors import BadInputError, ConfigError, GalleryError
+from facegate.files import MIB, read_regular_file
 from facegate.gallery import Gallery
 from facegate.mqtt import load_door_keys
+from facegate.mqtt.client import _read_password as read_password  # the very reader `run` uses
 from facegate.vision.engine import MODEL_FILES, pipeline_fingerprint
 
 logger = logging.getLogger(__name__)
+
+# PEM certificates and keys are a few KiB; a CA bundle (e.g. ca-certificates.crt) ~220 KiB.
+TLS_FILE_MAX_BYTES = MIB
 
 
 @dataclass
@@ -35,17 +45,13 @@ def check_all(config_path: Path) -> CheckReport:
     _check_cameras(config, config_path)
     _check_models(config, config_path)
     key_warnings = _check_signing_keys(config)
-    for name in ("ca_file", "cert_file", "key_file"):
-        tls_path = getattr(config.mqtt.tls, name, None) if config.mqtt.tls else None
-        if tls_path is not None and not Path(tls_path).is_file():
-            raise ConfigError(config_path, f"{tls_path}: file not found", field=f"mqtt.tls.{name}")
-    if config.mqtt.password_file is not None and not config.mqtt.password_file.is_file():
-        raise ConfigError(
-            config_path, f"{config.mqtt.password_file}: file not found", field="mqtt.password_file"
-        )
+    if config.mqtt.password_file is not None:
+        read_password(config.mqtt.password_file)
+    if config.mqtt.tls is not None:
+        _check_tls(config.mqtt.tls)
     _check_writable(config.gallery.parent, config_path, "gallery")
     _check_writable(config.journal, config_path, "journal")
-    enrollment = load_enrollment(config.enrollment)
+    enrollment = _load_enrollment(config, config_path)
     images = sum(len(enrollment.images_for(person)) for person in enrollment.people)
     report = CheckReport(config, len(enrollment.people), images)
     unknown_doors = door_ids(enrollment.people) - set(config.door_ids)
@@ -86,6 +92,41 @@ def _check_signing_keys(config: FacegateConfig) -> list[str]:
                 "this door's unlocks"
             )
     return warnings
+
+
+def _check_tls(tls: TlsConfig) -> None:
+    """Each TLS file regular and bounded, then loaded as paho's tls_set will load it."""
+    files = {"ca_file": tls.ca_file, "cert_file": tls.cert_file, "key_file": tls.key_file}
+    for name, path in files.items():
+        if path is not None:
+            read_regular_file(path, TLS_FILE_MAX_BYTES, field=f"mqtt.tls.{name}", what="TLS file")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cafile=str(tls.ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        message = f"not a usable CA certificate (PEM): {exc}"
+        raise BadInputError(tls.ca_file, message, field="mqtt.tls.ca_file") from None
+    if tls.cert_file is None or tls.key_file is None:
+        return
+    try:
+        # An encrypted key would make OpenSSL prompt on the terminal: say so instead.
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file), password=_no_password)
+    except (OSError, ssl.SSLError) as exc:
+        pair = f"{tls.cert_file}, {tls.key_file}"
+        message = f"cannot load the client certificate and key (PEM, key not encrypted): {exc}"
+        raise BadInputError(pair, message, field="mqtt.tls") from None
+
+
+def _no_password() -> bytes:
+    return b""
+
+
+def _load_enrollment(config: FacegateConfig, config_path: Path) -> EnrollmentConfig:
+    """The enrollment; a file that cannot be read names the facegate.yaml key pointing at it."""
+    try:
+        return load_enrollment(config.enrollment)
+    except ConfigFileError as exc:
+        raise ConfigError(config_path, str(exc), field="enrollment") from None
 
 
 def _check_writable(folder: Path, config_path: Path, field: str) -> None:
