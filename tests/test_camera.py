@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ from facegate.camera import (
     make_source,
     source_from_config,
 )
-from facegate.errors import CameraError
+from facegate.config import load_config
+from facegate.errors import CameraError, ConfigError
+from facegate.redact import redact_url
 
 HAVE_PICAMERA2 = importlib.util.find_spec("picamera2") is not None
 RED = (255, 0, 0)
@@ -458,3 +461,104 @@ def test_grabber_resets_backoff_only_once_the_source_stays_up() -> None:
         time.sleep(0.8)
         with grabber._cond:
             assert backoff.next_delay() == 0.01
+
+
+# -- credentials never reach a log line or an error message (issue 11, finding 7) ----------
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("rtsp://admin:s3cret@cam/live", "rtsp://admin:***@cam/live"),
+        ("rtsp://admin:p@ss@cam:554/", "rtsp://admin:***@cam:554/"),  # raw "@": the last one
+        ("rtsp://admin:pa/ss@cam/live", "rtsp://admin:***@cam/live"),  # raw "/" in it
+        ("rtsp://:s3cret@cam/", "rtsp://:***@cam/"),
+        ("rtsp://cam/stream?user=admin&pwd=s3cret", "rtsp://cam/stream?user=admin&pwd=***"),
+        ("http://cam/a.cgi?PassWord=s3cret&ch=1", "http://cam/a.cgi?PassWord=***&ch=1"),
+        (
+            "http://cam/a?api_key=k1;token=t2&apiKey=k3",
+            "http://cam/a?api_key=***;token=***&apiKey=***",
+        ),
+        ("http://cam/a#access_token=s3cret&state=7", "http://cam/a#access_token=***&state=7"),
+        (
+            "https://s3/a?X-Amz-Signature=ab%3D&X-Amz-Date=1",
+            "https://s3/a?X-Amz-Signature=***&X-Amz-Date=1",
+        ),
+        ("http://cam/a?accesstoken=s3cret&sig=s3cret", "http://cam/a?accesstoken=***&sig=***"),
+        ("http://cam/a?p%77d=s3cret&auth=s3cret", "http://cam/a?p%77d=***&auth=***"),
+        ("http://cam/a?credentials=s3cret&passwd=", "http://cam/a?credentials=***&passwd="),
+        ("'rtsp://cam/s?pwd=s3cret'", "'rtsp://cam/s?pwd=***'"),  # a repr keeps its quotes
+        ("open rtsp://u:s3cret@cam/: is it on?", "open rtsp://u:***@cam/: is it on?"),
+        ("a rtsp://a:s3cret@x/ b http://y/?key=s3cret", "a rtsp://a:***@x/ b http://y/?key=***"),
+        # Left alone: user names, hosts, ports, paths, other parameters, non-URLs.
+        ("rtsp://admin@cam/live?keyframe=1&user=bob", "rtsp://admin@cam/live?keyframe=1&user=bob"),
+        ("http://cam:8080/snap@2x.jpg", "http://cam:8080/snap@2x.jpg"),
+        ("rtsp://[fe80::1]:554/live?channel=1", "rtsp://[fe80::1]:554/live?channel=1"),
+        ("/dev/video0", "/dev/video0"),
+    ],
+)
+def test_redact_url(text: str, shown: str) -> None:
+    assert redact_url(text) == shown
+
+
+def _closed_port() -> int:
+    """A 127.0.0.1 port with nothing listening (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "rtsp://127.0.0.1:{port}/stream?user=admin&pwd=s3cret",
+        "rtsp://admin:p@s3cret@127.0.0.1:{port}/",
+    ],
+)
+def test_stream_credentials_never_reach_a_log_line(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A camera that refuses connections is retried and logged at WARNING, then DEBUG:
+    none of these lines, nor any other, shows the password."""
+    source_url = url.format(port=_closed_port())
+    with caplog.at_level(logging.DEBUG):
+        with LatestFrameGrabber(lambda: StreamSource(source_url), backoff=FAST_BACKOFF):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and _retries(caplog) < 3:
+                time.sleep(0.05)
+    assert _retries(caplog) >= 3
+    texts = [record.getMessage() + (record.exc_text or "") for record in caplog.records]
+    assert not [text for text in texts if "s3cret" in text]
+    assert any("127.0.0.1" in text and "***" in text for text in texts)
+
+
+def _retries(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("reconnecting" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "source", ["ftp://admin:p@ss-s3cret@cam/x", "ftp://cam/x?user=admin&pwd=s3cret"]
+)
+def test_config_errors_do_not_echo_camera_secrets(tmp_path: Path, source: str) -> None:
+    path = tmp_path / "facegate.yaml"
+    path.write_text(f"device: x\ncameras:\n  - door: front\n    source: {source}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "cameras[0].source" in message and "(got 'ftp://" in message
+    assert "s3cret" not in message
+
+
+class LeakySource(ScriptedSource):
+    def _read(self) -> RGBImage | None:
+        raise RuntimeError("driver failed on rtsp://admin:s3cret@cam/live?token=s3cret")
+
+
+def test_a_library_error_quoting_the_url_is_masked_in_the_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="facegate.camera.grabber"):
+        with LatestFrameGrabber(Script(LeakySource()), backoff=FAST_BACKOFF) as grabber:
+            assert len(_collect(grabber, 1)) == 1
+    assert "RuntimeError: driver failed on rtsp://admin:***@cam/live?token=***" in caplog.text
+    assert "s3cret" not in caplog.text

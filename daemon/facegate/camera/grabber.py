@@ -21,8 +21,12 @@ from typing import Final, Self
 from facegate.camera.backoff import Backoff
 from facegate.camera.base import Frame, FrameSource
 from facegate.errors import CameraError
+from facegate.redact import RedactingFilter
 
 logger = logging.getLogger(__name__)
+# Every camera failure becomes a log line here, some with a driver's or library's message
+# quoting the source URL: mask credentials in all of them, tracebacks included.
+logger.addFilter(RedactingFilter())
 
 DEFAULT_STALL_S: Final = 5.0
 DEFAULT_OPEN_TIMEOUT_S: Final = 20.0

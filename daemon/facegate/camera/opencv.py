@@ -10,10 +10,10 @@ import os
 import sys
 from pathlib import Path
 from typing import Any, ClassVar, Final
-from urllib.parse import urlsplit, urlunsplit
 
 from facegate.camera.base import FrameSource, Pacer, RGBImage, SourceValue
 from facegate.errors import CameraError
+from facegate.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -48,16 +48,6 @@ def _device_or_url(value: SourceValue) -> int | str:
         return value
     text = str(value)
     return int(text) if text.isdigit() else text
-
-
-def redact_url(url: str) -> str:
-    """The URL without user:password, for log lines and error messages."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=f"***@{netloc}"))
 
 
 class OpenCVCaptureSource(FrameSource):
