@@ -33,7 +33,13 @@ from facegate.vision.engine import (
     FaceEngine,
     required_model_files,
 )
-from facegate.vision.landmarks import LEFT_EYE, MESH_POINTS, RIGHT_EYE
+from facegate.vision.landmarks import (
+    LEFT_EYE,
+    MESH_POINTS,
+    RIGHT_EYE,
+    roi_to_frame,
+    roi_transform,
+)
 from facegate.vision.liveness import OffLiveness
 from facegate.vision.quality import QualityGate
 from facegate.vision.stages import Embedder, FaceDetector, Landmarker, LivenessStage
@@ -185,6 +191,22 @@ def test_the_mesh_is_in_frame_pixels(engine: FaceEngine) -> None:
     assert inside.all()
     assert np.ptp(mesh[:, 0]) == pytest.approx(width, rel=0.4)
     assert 0.1 * width < np.ptp(mesh[:, 2]) < width
+
+
+def test_roi_points_map_back_to_the_frame_with_depth_in_frame_pixels() -> None:
+    """The mesh model sees a 192 px square turned upright around the face; its points go
+    back to where they are in the frame, and depth shrinks by the same scale as x and y."""
+    detection = Detection((100.0, 50.0, 300.0, 260.0), np.array([[150, 120], [250, 140]]), 0.9)
+    to_roi = roi_transform(detection)
+    rng = np.random.default_rng(0)
+    frame = np.column_stack([rng.uniform(100, 300, 50), rng.uniform(50, 260, 50)])
+    depth = rng.uniform(-40, 40, 50)
+    scale = math.hypot(float(to_roi[0, 0]), float(to_roi[0, 1]))  # ROI px per frame px
+    roi_xy = cv2.transform(frame[None].astype(np.float32), to_roi)[0]
+    roi = np.column_stack([roi_xy, depth * scale]).astype(np.float32)
+    back = roi_to_frame(roi, to_roi)
+    np.testing.assert_allclose(back[:, :2], frame, atol=1e-3)
+    np.testing.assert_allclose(back[:, 2], depth, atol=1e-3)
 
 
 def _too_small(engine: FaceEngine) -> FaceEncoding:

@@ -71,13 +71,16 @@ def yaw_from_mesh(points: FloatArray) -> float:
 
 
 def roi_to_frame(points: FloatArray, to_roi: FloatArray) -> FloatArray:
-    """Map (N, 3) ROI points to frame pixels in place: x, y by the inverse of `to_roi`,
-    depth by its scale (a similarity), so z stays in the same units as x and y."""
+    """(N, 3) ROI points in frame pixels: x, y by the inverse of `to_roi`, depth by its
+    scale (it is a similarity), so z stays in the same units as x and y."""
     to_frame = cv2.invertAffineTransform(to_roi)
-    xy = points[:, :2] @ to_frame[:, :2].T + to_frame[:, 2]
-    points[:, :2] = xy
-    points[:, 2] *= math.sqrt(abs(float(np.linalg.det(to_frame[:, :2]))))
-    return points
+    # One 3x4 affine over all three coordinates: a single OpenCV pass (~10 us for 468).
+    xyz = np.zeros((3, 4), dtype=np.float32)
+    xyz[:2, :2], xyz[:2, 3] = to_frame[:, :2], to_frame[:, 2]
+    (a, b), (c, d) = to_frame[:, :2].tolist()
+    xyz[2, 2] = math.sqrt(abs(a * d - b * c))
+    mesh: FloatArray = cv2.transform(points[None], xyz)[0]
+    return mesh
 
 
 class FaceMeshLandmarker(Landmarker):
@@ -115,8 +118,6 @@ class FaceMeshLandmarker(Landmarker):
         np.multiply(self._roi, 1.0 / 255.0, out=self._tensor[0], casting="unsafe")
         self._interpreter.set_tensor(self._input_index, self._tensor)
         self._interpreter.invoke()
-        # get_tensor returns a copy the interpreter never touches again: it becomes the
-        # observation's mesh in place, without another copy.
         points = self._interpreter.get_tensor(self._points_index).reshape(MESH_POINTS, 3)
         raw_score = float(self._interpreter.get_tensor(self._score_index).reshape(-1)[0])
         yaw_deg = yaw_from_mesh(points)  # rotation and scale free: same in ROI or frame
