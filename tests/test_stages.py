@@ -3,6 +3,7 @@ observation carries (mesh, crop, refusal code) and the one default models folder
 
 from __future__ import annotations
 
+import ast
 import math
 import shutil
 import subprocess
@@ -312,3 +313,24 @@ def test_a_config_without_models_uses_the_installed_models(tmp_path: Path) -> No
     assert config.models.dir == INSTALLED_MODELS_DIR == Path("/opt/facegate/models")
     assert engine_module.INSTALLED_MODELS_DIR is INSTALLED_MODELS_DIR
     assert "PREFIX=/opt/facegate\n" in (REPO / "scripts/install-pi.sh").read_text()
+
+
+# --- imports run one way -----------------------------------------------------------------------
+
+
+def _facegate_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    return {name for name in names if name.split(".")[0] == "facegate"}
+
+
+def test_vision_knows_nothing_downstream_and_paths_is_a_leaf() -> None:
+    """vision may use only itself, errors and paths: never camera, MQTT, policy, service or
+    config; paths imports nothing of facegate."""
+    package = REPO / "daemon" / "facegate"
+    allowed = ("facegate.vision", "facegate.errors", "facegate.paths")
+    for module in sorted((package / "vision").glob("*.py")):
+        outside = {n for n in _facegate_imports(module) if not n.startswith(allowed)}
+        assert outside == set(), module.name
+    assert _facegate_imports(package / "paths.py") == set()
