@@ -7,12 +7,14 @@ import math
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import celeb_image
 from facegate.imageio import load_image
 from facegate.vision.engine import FaceEngine
 from facegate.vision.landmarks import MESH_POINTS, SYMMETRIC_PAIRS, yaw_from_mesh
-from facegate.vision.quality import QualityGate
+from facegate.vision.quality import QualityGate, format_against
 from facegate.vision.types import FaceLandmarks
 
 #: train/elton_john, sorted: a three-quarter view (face_recognition finds no face in it).
@@ -60,6 +62,41 @@ def test_gate_reasons_in_order() -> None:
     assert "too small" in gate.problem(nan, 0.03, 10)
     assert "blurred" in gate.problem(100, nan, 10)
     assert "turned" in gate.problem(100, 0.03, nan)
+
+
+@pytest.mark.parametrize(
+    ("measures", "reason"),
+    [
+        ((59.6, 0.03, 10.0), "face too small (59.6 px < 60 px)"),  # read "60 px < 60 px"
+        ((59.996, 0.03, 10.0), "face too small (59.996 px < 60 px)"),
+        ((12.0, 0.03, 10.0), "face too small (12 px < 60 px)"),
+        ((100.0, 0.00399, 10.0), "face too blurred (sharpness 0.00399 < 0.004)"),
+        ((100.0, 0.001, 10.0), "face too blurred (sharpness 0.0010 < 0.004)"),
+        ((100.0, 0.03, 30.4), "head turned too far (30.4 deg > 30 deg)"),
+        ((100.0, 0.03, 45.0), "head turned too far (45 deg > 30 deg)"),
+        ((math.nan, 0.03, 10.0), "face too small (nan px < 60 px)"),
+    ],
+)
+def test_a_refusal_reads_true(measures: tuple[float, float, float], reason: str) -> None:
+    """Issue 11, finding 12: a refusal read "face too small (60 px < 60 px)"."""
+    gate = QualityGate(min_face_px=60, min_sharpness=0.004, max_yaw_deg=30)
+    assert gate.problem(*measures) == reason
+
+
+@settings(max_examples=500, deadline=None, derandomize=True, database=None)
+@given(
+    value=st.floats(-1e6, 1e6, allow_nan=False),
+    limit=st.floats(-1e6, 1e6, allow_nan=False),
+    places=st.integers(0, 4),
+)
+def test_format_against_keeps_the_value_on_its_side(
+    value: float, limit: float, places: int
+) -> None:
+    shown, limit_text = format_against(value, limit, places)
+    assert float(limit_text) == limit
+    if value != limit:
+        assert float(shown) != limit and (float(shown) < limit) == (value < limit)
+    assert len(shown.partition(".")[2]) >= places or shown == repr(value)
 
 
 def test_yaw_is_mirror_symmetric_and_gated_at_the_configured_limit(engine: FaceEngine) -> None:

@@ -26,7 +26,7 @@ from facegate.vision.landmarks import (
     FaceMeshLandmarker,
 )
 from facegate.vision.liveness import OffLiveness
-from facegate.vision.quality import DEFAULT_GATE, QualityGate, QualityMeter
+from facegate.vision.quality import DEFAULT_GATE, QualityGate, QualityMeter, format_against
 from facegate.vision.runtime import file_sha256, runtime_name
 from facegate.vision.stages import Embedder, FaceDetector, Landmarker, LivenessStage, Stage
 from facegate.vision.types import (
@@ -195,9 +195,10 @@ class FaceEngine:
 def _landmark_refusal(landmarks: FaceLandmarks) -> tuple[RefusalReason, str] | None:
     """Why these landmarks cannot place a face, or None. Written so that NaN fails."""
     if not landmarks.face_score >= MIN_FACE_SCORE:
-        return RefusalReason.NOT_A_FACE, (
-            f"not a face to the landmark model (score {landmarks.face_score:.3f} "
-            f"< {MIN_FACE_SCORE})"
+        score, limit = format_against(landmarks.face_score, MIN_FACE_SCORE, places=3)
+        return (
+            RefusalReason.NOT_A_FACE,
+            f"not a face to the landmark model (score {score} < {limit})",
         )
     if not all(math.isfinite(v) for v in (*landmarks.right_eye, *landmarks.left_eye)):
         return RefusalReason.NO_EYES, "the landmark model gave no usable eye positions"

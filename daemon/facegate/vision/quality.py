@@ -44,7 +44,8 @@ class QualityGate:
         """Checked first, on the detection alone: a too-small face costs no landmark run."""
         # Written as "not >=" so that NaN (a broken measurement) fails: fail closed.
         if not face_px >= self.min_face_px:
-            text = f"face too small ({face_px:.0f} px < {self.min_face_px:.0f} px)"
+            size, limit = format_against(face_px, self.min_face_px)
+            text = f"face too small ({size} px < {limit} px)"
             return RefusalReason.TOO_SMALL, text
         return None
 
@@ -53,10 +54,12 @@ class QualityGate:
         if too_small := self.size_refusal(face_px):
             return too_small
         if not sharpness >= self.min_sharpness:
-            text = f"face too blurred (sharpness {sharpness:.4f} < {self.min_sharpness:.4f})"
+            measured, limit = format_against(sharpness, self.min_sharpness, places=4)
+            text = f"face too blurred (sharpness {measured} < {limit})"
             return RefusalReason.BLURRED, text
         if not yaw_deg <= self.max_yaw_deg:
-            text = f"head turned too far ({yaw_deg:.0f} deg > {self.max_yaw_deg:.0f} deg)"
+            yaw, limit = format_against(yaw_deg, self.max_yaw_deg)
+            text = f"head turned too far ({yaw} deg > {limit} deg)"
             return RefusalReason.TURNED, text
         return None
 
@@ -64,6 +67,22 @@ class QualityGate:
         """refusal's sentence, or "" if the face passes."""
         found = self.refusal(face_px, sharpness, yaw_deg)
         return found[1] if found else ""
+
+
+def format_against(value: float, limit: float, places: int = 0) -> tuple[str, str]:
+    """`value` and `limit` as text for a refusal that must read true.
+
+    The value gets the fewest decimal places (at least `places`) that keep it on its own
+    side of the limit: 59.6 px against a 60 px minimum reads "59.6 px < 60 px", where a
+    fixed 0 places read "60 px < 60 px". The limit is printed exactly ("60", "0.004").
+    """
+    limit_text = repr(float(limit)).removesuffix(".0")
+    for shown_places in range(places, places + 12):
+        text = f"{value:.{shown_places}f}"  # "nan" and "inf" come out at once
+        shown = float(text)
+        if shown != limit and (shown < limit) == (value < limit):
+            return text, limit_text
+    return repr(value), limit_text
 
 
 #: The gate used where no config says otherwise (CLI verify/identify/evaluate, tests).
