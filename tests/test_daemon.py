@@ -288,7 +288,7 @@ def test_sighup_enrolls_a_new_person_without_restart(
     site.config.write_text(renamed)
     mark = len(daemon.log())
     os.kill(daemon.pid, signal.SIGHUP)
-    daemon.wait_log(r"camera/door changes need a restart", WAIT_S, start=mark)
+    daemon.wait_log(r"cameras\[0\]\.door changed; needs a restart", WAIT_S, start=mark)
     daemon.wait_log(r"reloaded: 2 people enrolled", WAIT_S, start=mark)
     # A broken config on reload is refused; the door keeps working as before.
     broken = original.replace("recognition: {", "recognition: {threshold: 5, ")
@@ -312,6 +312,20 @@ def test_sighup_enrolls_a_new_person_without_restart(
     )
     newest = [u for u in sub.on("unlock") if u.json()["ts"] > after][-1]
     assert UnlockVerifier(site.key, DOOR, clock=lambda: newest.at).verify(newest.payload)
+    # A new camera source applies live (that camera restarts); a model setting is reported
+    # as needing a restart.
+    write_folder(site.dir / "camera2", face(RESIDENT))
+    live = original.replace("source: 'camera/'", "source: 'camera2/'")
+    live = live.replace("models: {", "models: {threads: 1, ")
+    assert live.count("camera2/") == 1 and "threads: 1" in live
+    site.config.write_text(live)
+    mark = len(daemon.log())
+    after = time.time()
+    os.kill(daemon.pid, signal.SIGHUP)
+    daemon.wait_log(r"reload: cameras\[0\]\.source\S* changed; applied", WAIT_S, start=mark)
+    daemon.wait_log(r"reload: models\.threads changed; needs a restart", WAIT_S, start=mark)
+    sub.wait_for(lambda s: granted(s, RESIDENT, after=after), what="grant from the new source")
+    assert daemon.log().count("ready: models loaded") == 1, "the daemon restarted"
     assert daemon.proc.poll() is None
     assert daemon.terminate() == 0
 

@@ -100,7 +100,7 @@ def test_a_resident_at_the_door_is_granted_once(front: DoorPipeline, clock: Cloc
     assert [(d.kind, d.person, d.code, d.unlock) for d in out] == [
         ("granted", RESIDENT, ReasonCode.MATCH, True)
     ]
-    assert out[0].distance < 0.9 and out[0].frames >= 3
+    assert out[0].distance < 0.9 and out[0].frames >= 3 and out[0].track_id is not None
 
 
 def test_a_stranger_gets_unknown_and_no_unlock(front: DoorPipeline, clock: Clock) -> None:

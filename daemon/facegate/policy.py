@@ -25,6 +25,7 @@ Rules, all failing closed:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -113,6 +114,7 @@ class _Digest:
 
     best: dict[str, MatchResult] = field(default_factory=dict)
     unknown: MatchResult | None = None
+    tracks: dict[str | None, int | None] = field(default_factory=dict)  # identity -> track
     claim: FaceObservation | None = None
 
 
@@ -169,7 +171,8 @@ class DoorPolicy:
         for identity in sorted(digest.best):
             self._confirm_identity(identity, digest, now, decisions)
         self._confirm_unknown(digest, now, decisions)
-        return decisions
+        # Which face track each decision is about (audit, liveness): the best face's.
+        return [dataclasses.replace(d, track_id=digest.tracks.get(d.person)) for d in decisions]
 
     def _digest(self, faces: Sequence[FaceObservation]) -> _Digest:
         digest = _Digest()
@@ -187,8 +190,10 @@ class DoorPolicy:
                 known = digest.best.get(match.identity)
                 if known is None or match.distance < known.distance:
                     digest.best[match.identity] = match
+                    digest.tracks[match.identity] = face.track_id
             elif digest.unknown is None or match.distance < digest.unknown.distance:
                 digest.unknown = match
+                digest.tracks[None] = face.track_id
         return digest
 
     @staticmethod

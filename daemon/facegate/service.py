@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import signal
 import time
+from enum import Enum
 from pathlib import Path
 from types import FrameType
 from typing import Final
@@ -22,6 +24,7 @@ import sdnotify
 
 from facegate.camera import LatestFrameGrabber, source_from_config
 from facegate.config import CameraConfig, FacegateConfig, load_config, load_enrollment
+from facegate.config.diff import changed_paths
 from facegate.decisions import ClaimOutcome, Decision
 from facegate.enroll import enroll
 from facegate.errors import FacegateError
@@ -147,17 +150,23 @@ class Service:
     def _start_cameras(self, engine: FaceEngine, state: Recognition) -> None:
         config = state.config
         for camera in config.cameras:
-            grabber = LatestFrameGrabber(
-                functools.partial(source_from_config, camera),
-                stall_s=config.watchdog.stall_s,
-                name=camera.door,
-            )
-            grabber.start()
-            self._grabbers[camera.door] = grabber
-            self._cameras[camera.door] = camera
+            self._start_camera(camera, config.watchdog.stall_s)
             policy = DoorPolicy(camera.door, camera.mode, config.recognition, state.enrollment)
             self._pipelines[camera.door] = DoorPipeline(camera.door, engine, state, policy)
             self._next_due[camera.door] = 0.0
+
+    def _start_camera(self, camera: CameraConfig, stall_s: float) -> None:
+        """Start the camera of a door; a running one is stopped first (new source settings)."""
+        old = self._grabbers.get(camera.door)
+        if old is not None:
+            logger.info("camera %s: restarting with its new source settings", camera.door)
+            old.stop()
+        grabber = LatestFrameGrabber(
+            functools.partial(source_from_config, camera), stall_s=stall_s, name=camera.door
+        )
+        grabber.start()
+        self._grabbers[camera.door] = grabber
+        self._cameras[camera.door] = camera
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -270,15 +279,34 @@ class Service:
         if self._keys_changed(config):
             # Controllers with the new key would reject every unlock: say why, loudly.
             logger.warning("signing key changes need a restart; still signing with the old keys")
-        if set(config.door_ids) != set(self._cameras):
-            logger.warning(
-                "camera/door changes need a restart; doors kept: %s", list(self._cameras)
-            )
+        self._apply_changes(state.config, config)
         for pipeline in self._pipelines.values():
             pipeline.update(new_state)
         logger.info("reloaded: %d people enrolled", len(new_state.matcher))
         self._notify_reloaded()
         return new_state
+
+    def _apply_changes(self, old: FacegateConfig, new: FacegateConfig) -> None:
+        """Apply what can change live and log, per key, what needs a restart.
+
+        Recognition, schedules, people, watchdog and the enrollment and gallery paths come
+        with the new state; here: the log level and the cameras."""
+        logging.getLogger().setLevel(new.log_level)
+        restart_cameras: set[str] = set()
+        for path in changed_paths(old, new):
+            effect = reload_effect(path)
+            if effect is ReloadEffect.RESTART:
+                logger.warning("reload: %s changed; needs a restart (old value kept)", path)
+                continue
+            if effect is ReloadEffect.CAMERA:
+                restart_cameras.add(old.cameras[_camera_index(path)].door)
+            logger.info("reload: %s changed; applied", path)
+        if old.door_ids != new.door_ids:
+            return  # doors come and go only with a restart (warned above)
+        for camera in new.cameras:
+            if camera.door in restart_cameras:
+                self._start_camera(camera, new.watchdog.stall_s)
+            self._cameras[camera.door] = camera  # fps and mode apply from the next frame
 
     def _keys_changed(self, config: FacegateConfig) -> bool:
         """Whether a door that keeps running would now be given another key."""
@@ -330,3 +358,34 @@ class Service:
         if limit > 0 and (down := bus.down_for()) > limit:
             return f"MQTT link down for {down:.0f} s (limit {limit:g} s)"
         return None
+
+
+class ReloadEffect(Enum):
+    LIVE = "live"
+    CAMERA = "camera"  # that door's camera restarts; the others keep running
+    RESTART = "restart"
+
+
+#: Settings a running daemon takes without a restart (key path prefixes).
+_LIVE: Final = ("recognition.", "log_level", "watchdog.", "enrollment", "gallery")
+_CAMERA_LIVE: Final = frozenset({"fps", "mode"})
+_CAMERA_RESTART: Final = frozenset({"source", "loop", "rotate"})
+_CAMERA_FIELD: Final = re.compile(r"cameras\[(\d+)\]\.(\w+)")
+
+
+def reload_effect(path: str) -> ReloadEffect:
+    """What a reload does with a changed key path."""
+    if path.startswith(_LIVE):
+        return ReloadEffect.LIVE
+    camera = _CAMERA_FIELD.match(path)
+    if camera is not None and camera.group(2) in _CAMERA_LIVE:
+        return ReloadEffect.LIVE
+    if camera is not None and camera.group(2) in _CAMERA_RESTART:
+        return ReloadEffect.CAMERA
+    return ReloadEffect.RESTART  # models, mqtt, device, journal, doors, keys
+
+
+def _camera_index(path: str) -> int:
+    match = _CAMERA_FIELD.match(path)
+    assert match is not None
+    return int(match.group(1))
