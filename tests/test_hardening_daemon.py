@@ -279,10 +279,11 @@ def test_sighup_during_start_up_is_harmless(
     try:
         daemon = Daemon(site.config)
         daemons.append(daemon)
-        # From 0.2 s on: before that the interpreter itself starts (about 50 ms here), and
-        # no Python code can set a handler yet. Until 1.5 s: imports, model load, enrollment.
+        # From the moment facegate's first line runs (its SIGHUP disposition changes; before
+        # that the interpreter starts, about 50 ms, and no code can set a handler) through
+        # imports, model load and enrollment.
+        wait_for_sighup_handled(daemon.pid)
         started = time.monotonic()
-        time.sleep(0.2)
         while time.monotonic() - started < 1.5 and daemon.proc.poll() is None:
             daemon.proc.send_signal(signal.SIGHUP)
             time.sleep(0.02)
@@ -323,3 +324,19 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
+
+
+def wait_for_sighup_handled(pid: int, timeout_s: float = 10.0) -> None:
+    """Until the process ignores or catches SIGHUP (/proc/PID/status SigIgn / SigCgt)."""
+    bit = 1 << (signal.SIGHUP - 1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        fields = dict(
+            line.split(":\t", 1)
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if ":\t" in line
+        )
+        if (int(fields["SigIgn"], 16) | int(fields["SigCgt"], 16)) & bit:
+            return
+        time.sleep(0.005)
+    raise AssertionError("the daemon never took over SIGHUP")
