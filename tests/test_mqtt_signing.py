@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -242,6 +245,63 @@ def test_signature_valid_is_false_for_non_hex_signatures() -> None:
     assert signature_valid(payload, KEY)
     for sig in ("\u00e9" * 64, str(payload["sig"]).upper(), "", None, 1):
         assert not signature_valid({**payload, "sig": sig}, KEY)
+
+
+# A JavaScript controller as the contract describes it: JSON.parse, drop sig, sort the
+# keys, JSON.stringify, HMAC-SHA256. Reads one JSON line per unlock, prints ok or BAD.
+NODE_VERIFIER = r"""
+const crypto = require("crypto");
+const key = Buffer.from(process.argv[1], "hex");
+let input = "";
+process.stdin.on("data", (chunk) => { input += chunk; });
+process.stdin.on("end", () => {
+  for (const line of input.split("\n").filter((l) => l.length > 0)) {
+    const message = JSON.parse(line);
+    const sig = message.sig;
+    delete message.sig;
+    const canonical = JSON.stringify(message, Object.keys(message).sort());
+    const mac = crypto.createHmac("sha256", key).update(canonical, "utf8").digest("hex");
+    console.log(mac === sig ? "ok" : "BAD " + canonical);
+  }
+});
+"""
+
+
+def unlock_times() -> list[tuple[float, float]]:
+    """(now, ttl) pairs: every millisecond of one second, integral results forced, random."""
+    base = 1_796_022_114
+    pairs = [(base + ms / 1000, ttl) for ms in range(1000) for ttl in (5.0, 2.5)]
+    # Each of these rounds to an integral ts (and, with an integral ttl, expires_at).
+    pairs += [(float(base), 5.0), (base + 0.0004, 5.0), (base - 0.0004, 1.0), (base, 5)]
+    pairs += [(base + 0.5, 0.5), (base + 0.9996, 30.0), (base + 0.25, 0.75)]
+    rng = random.Random(11)
+    pairs += [(base + rng.uniform(-1e8, 1e8), rng.choice((5.0, 1.5, 0.001))) for _ in range(3000)]
+    return pairs
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
+def test_every_unlock_verifies_in_javascript() -> None:
+    payloads = [
+        build_unlock(KEY, "front", "alice", f"e{seq}", seq, now, ttl)
+        for seq, (now, ttl) in enumerate(unlock_times(), start=1)
+    ]
+    for payload in payloads:  # the rule that makes it work: never an integral float
+        for name in ("ts", "expires_at"):
+            value = payload[name]
+            assert isinstance(value, int) or (isinstance(value, float) and not value.is_integer())
+    assert {type(p["ts"]) for p in payloads} == {int, float}
+    lines = "".join(json.dumps(payload) + "\n" for payload in payloads)
+    result = subprocess.run(
+        ["node", "-e", NODE_VERIFIER, KEY.hex()],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    verdicts = result.stdout.splitlines()
+    assert len(verdicts) == len(payloads)
+    assert [v for v in verdicts if v != "ok"] == []
 
 
 def write_key(path: Path, text: str, mode: int = 0o600) -> Path:

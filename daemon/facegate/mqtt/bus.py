@@ -131,16 +131,25 @@ class RecordingDoorBus(DoorBus):
 def build_unlock(
     key: bytes, door: str, person: str, event_id: str, seq: int, now: float, ttl_s: float
 ) -> dict[str, object]:
-    """The signed unlock payload of the MQTT contract."""
-    # Millisecond precision keeps the canonical JSON reproducible in other languages.
-    ts = round(now, 3)
+    """The signed unlock payload of the MQTT contract (numbers: see facegate.mqtt.signing)."""
+    ts = _signed_seconds(now)
     payload: dict[str, object] = {
         "door": door,
         "person": person,
         "event_id": event_id,
         "seq": seq,
         "ts": ts,
-        "expires_at": round(ts + ttl_s, 3),
+        "expires_at": _signed_seconds(ts + ttl_s),
     }
     payload["sig"] = sign(payload, key)
     return payload
+
+
+def _signed_seconds(seconds: float) -> int | float:
+    """Epoch seconds as a controller in any language re-serialises them, byte for byte.
+
+    Millisecond precision keeps the digits short; an integral value is an int because
+    Python writes the float as ``1796022114.0`` where JavaScript writes ``1796022114``.
+    """
+    rounded = round(float(seconds), 3)  # float(): int.is_integer() needs Python 3.12
+    return int(rounded) if rounded.is_integer() else rounded

@@ -203,13 +203,13 @@ class MqttPublisher(DoorBus):
             key = self._keys[door]
             payload = build_unlock(key, door, person, event_id, seq, self._clock(), ttl)
             expires_at = payload["expires_at"]
-            assert isinstance(expires_at, float)
+            assert isinstance(expires_at, int | float)  # int when integral: see build_unlock
             if not self._submit(
                 EntryKind.UNLOCK,
                 topic(self._prefix, door, "unlock"),
                 _dumps(payload),
                 seq=seq,
-                expires_at=expires_at,
+                expires_at=float(expires_at),
             ):
                 return {}
         logger.info("unlock door=%s person=%s seq=%d event_id=%s", door, person, seq, event_id)
