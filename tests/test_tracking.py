@@ -45,6 +45,9 @@ def test_a_track_survives_a_few_missed_frames_then_ends() -> None:
     assert tracker.update([face(5)]) == [track]
     for _ in range(3):
         tracker.update([])
+    assert tracker.ended == [track]
+    tracker.update([])
+    assert tracker.ended == []
     assert tracker.live == 0
     assert tracker.update([face(5)]) != [track]
 

@@ -14,7 +14,8 @@ from typing import Any, Final
 import numpy as np
 
 from facegate.errors import BadInputError
-from facegate.imageio import IMAGE_SUFFIXES, load_image
+from facegate.files import IMAGE_SUFFIXES
+from facegate.imageio import load_image
 from facegate.matching import Matcher
 from facegate.vision.engine import FaceEngine
 from facegate.vision.types import FloatArray

@@ -18,6 +18,8 @@ from facegate.errors import BadInputError
 
 logger = logging.getLogger(__name__)
 
+#: File name endings read as images everywhere (enrollment folders, datasets, camera folders).
+IMAGE_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 KIB: Final = 1024
 MIB: Final = 1024 * KIB
 _CHUNK: Final = 64 * KIB

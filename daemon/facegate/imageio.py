@@ -22,8 +22,6 @@ from facegate.vision.types import ImageArray
 
 logger = logging.getLogger(__name__)
 
-#: File name endings read as images everywhere (enrollment folders, datasets, camera folders).
-IMAGE_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 #: The decoders tried, whatever the file name says (a .jpg saved as PNG still opens). No
 #: others: each extra Pillow plugin (EPS runs Ghostscript) is attack surface for nothing.
 DECODERS: Final = ("JPEG", "PNG", "BMP", "WEBP", "TIFF")

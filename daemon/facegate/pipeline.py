@@ -60,6 +60,7 @@ class DoorPipeline:
         """Process one frame; `now` (epoch seconds) defaults to the policy's clock."""
         faces = self._engine.encode(image)
         tracks = self._tracker.update([TrackedFace(f.detection.box, f.embedding) for f in faces])
+        self._feed_liveness(image, faces, tracks)
         observations = [
             self._observe(face, track)
             for face, track in zip(faces, tracks, strict=True)
@@ -77,6 +78,16 @@ class DoorPipeline:
 
     def expired_claims(self, now: float | None = None) -> list[ClaimOutcome]:
         return self.policy.expired_claims(now)
+
+    def _feed_liveness(
+        self, image: ImageArray, faces: list[FaceEncoding], tracks: list[int]
+    ) -> None:
+        """The liveness slot sees every observation of a track, refused faces too."""
+        liveness = self._engine.liveness
+        for face, track in zip(faces, tracks, strict=True):
+            liveness.observe(track, face, image)
+        for track in self._tracker.ended:
+            liveness.forget(track)
 
     def _observe(self, face: FaceEncoding, track_id: int) -> FaceObservation:
         assert face.embedding is not None

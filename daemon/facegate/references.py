@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from facegate.errors import BadInputError
-from facegate.imageio import IMAGE_SUFFIXES, load_image
+from facegate.files import IMAGE_SUFFIXES
+from facegate.imageio import load_image
 from facegate.matching import Matcher
 from facegate.vision.engine import FaceEngine
 

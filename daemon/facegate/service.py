@@ -103,6 +103,7 @@ class Service:
         engine = FaceEngine.load(
             config.models.dir, config.models.embedder, config.models.threads,
             gate=quality_gate(config), full_range_fallback=False,
+            detector=config.models.detector, landmarker=config.models.landmarker,
         )  # fmt: skip
         self._notifier.notify(f"EXTEND_TIMEOUT_USEC={STARTUP_EXTEND_USEC}")
         state = load_recognition(config, engine)

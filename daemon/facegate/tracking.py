@@ -64,11 +64,17 @@ class FaceTracker:
         self._max_jump = max_embedding_jump
         self._tracks: list[_Track] = []
         self._ids = itertools.count(1)
+        self._ended: list[int] = []
 
     @property
     def live(self) -> int:
         """Tracks currently alive (seen within the last `max_missed` frames)."""
         return len(self._tracks)
+
+    @property
+    def ended(self) -> list[int]:
+        """Tracks that ended in the last `update` (for stages holding per-track state)."""
+        return self._ended
 
     def update(self, faces: Sequence[TrackedFace]) -> list[int]:
         """One frame's faces in; their track ids out, in the same order."""
@@ -85,6 +91,7 @@ class FaceTracker:
         for index, track in enumerate(self._tracks):
             if index not in taken:
                 track.missed += 1
+        self._ended = [t.track_id for t in self._tracks if t.missed > self._max_missed]
         self._tracks = [t for t in self._tracks if t.missed <= self._max_missed]
         return [
             self._new_track(face) if i is None else i for i, face in zip(ids, faces, strict=True)

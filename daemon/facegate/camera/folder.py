@@ -8,7 +8,8 @@ from typing import Final
 
 from facegate.camera.base import FrameSource, Pacer, RGBImage, SourceValue
 from facegate.errors import BadInputError, CameraError
-from facegate.imageio import IMAGE_SUFFIXES, load_image
+from facegate.files import IMAGE_SUFFIXES
+from facegate.imageio import load_image
 
 logger = logging.getLogger(__name__)
 

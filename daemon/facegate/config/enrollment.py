@@ -45,7 +45,7 @@ from facegate.config.loader import (
     nearest_line,
 )
 from facegate.errors import BadInputError
-from facegate.imageio import IMAGE_SUFFIXES
+from facegate.files import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -439,7 +439,7 @@ def resolve_images(
 
     Relative entries are relative to `base_dir` (the enrollment file's folder). An entry
     that yields no image is a BadInputError naming `source` (default `base_dir`) and
-    `field` (default `people[id=<id>].images`). Extensions: facegate.imageio.IMAGE_SUFFIXES.
+    `field` (default `people[id=<id>].images`). Extensions: facegate.files.IMAGE_SUFFIXES.
     """
     files: set[Path] = set()
     for entry in person.images:
