@@ -334,3 +334,23 @@ def test_vision_knows_nothing_downstream_and_paths_is_a_leaf() -> None:
         outside = {n for n in _facegate_imports(module) if not n.startswith(allowed)}
         assert outside == set(), module.name
     assert _facegate_imports(package / "paths.py") == set()
+
+
+def test_config_is_a_leaf() -> None:
+    """config reads files and validates; it never imports the pipeline, models or I/O."""
+    package = REPO / "daemon" / "facegate"
+    allowed = ("facegate.config", "facegate.errors", "facegate.paths", "facegate.files")
+    allowed += ("facegate.redact",)
+    for module in sorted((package / "config").glob("*.py")):
+        outside = {n for n in _facegate_imports(module) if not n.startswith(allowed)}
+        assert outside == set(), module.name
+    for leaf in ("files.py", "redact.py", "errors.py"):
+        assert _facegate_imports(package / leaf) <= {"facegate.errors"}, leaf
+
+
+def test_the_pipeline_and_the_policy_know_nothing_of_cameras_mqtt_or_outputs() -> None:
+    package = REPO / "daemon" / "facegate"
+    forbidden = ("facegate.camera", "facegate.mqtt", "facegate.outputs", "facegate.service")
+    for name in ("pipeline.py", "policy.py", "tracking.py", "decisions.py", "matching.py"):
+        inside = {n for n in _facegate_imports(package / name) if n.startswith(forbidden)}
+        assert inside == set(), name
