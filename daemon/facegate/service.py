@@ -31,7 +31,7 @@ from facegate.errors import FacegateError
 from facegate.gallery import Gallery
 from facegate.mqtt import DoorBus, MqttPublisher, load_door_keys
 from facegate.mqtt.intake import RequestIntake
-from facegate.outputs import MqttOutput, OutputWorker
+from facegate.outputs import OutputWorker, build_outputs
 from facegate.pipeline import DoorPipeline, Recognition
 from facegate.policy import DoorPolicy
 from facegate.vision.engine import FaceEngine
@@ -111,7 +111,7 @@ class Service:
         bus = self._bus_override or self._make_bus(config, self._door_keys)
         bus.set_verify_handler(self._intake.put)
         bus.start()
-        self._outputs = [OutputWorker(MqttOutput(bus, config.device))]
+        self._outputs = [OutputWorker(output) for output in build_outputs(config, bus)]
         for output in self._outputs:
             output.start()
         self._start_cameras(engine, state)
