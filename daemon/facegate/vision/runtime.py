@@ -10,6 +10,7 @@ import hashlib
 import importlib
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -116,3 +117,40 @@ def dequantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
         return values
     scale, zero = detail["quantization"]
     return np.asarray((values.astype(np.float32) - zero) * scale, dtype=np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class DelegationReport:
+    """How a loaded model runs: XNNPACK partitions, nodes left to the reference kernels,
+    and the tensor types (an int8 model with a float tensor has a float island)."""
+
+    partitions: int
+    undelegated: tuple[str, ...]  # op names of nodes that run outside every partition
+    tensor_types: frozenset[str]
+
+    @property
+    def fully_delegated(self) -> bool:
+        return self.partitions == 1 and not self.undelegated
+
+
+def delegation_report(interpreter: Any) -> DelegationReport:
+    """What XNNPACK took of an allocated interpreter's graph.
+
+    The Python API has no execution plan, so this reads the node list (the original nodes
+    plus one DELEGATE node per partition; `_get_ops_details` is TFLite's own, if
+    underscored, accessor): a node runs outside the delegate exactly when a partition
+    consumes its output or a graph output comes from it."""
+    ops = interpreter._get_ops_details()
+    partitions = [op for op in ops if op["op_name"] == "DELEGATE"]
+    inside_in = {int(t) for op in partitions for t in op["inputs"]}
+    inside_out = {int(t) for op in partitions for t in op["outputs"]}
+    graph_out = {int(d["index"]) for d in interpreter.get_output_details()}
+    undelegated = tuple(
+        op["op_name"]
+        for op in ops
+        if op["op_name"] != "DELEGATE"
+        and any(int(t) in inside_in or (int(t) in graph_out and int(t) not in inside_out)
+                for t in op["outputs"])
+    )  # fmt: skip
+    types = frozenset(np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details())
+    return DelegationReport(len(partitions), undelegated, types)
