@@ -9,7 +9,7 @@ BUILD_VENV := $(CACHE)/build-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := mosquitto mosquitto-clients python3-venv openssl systemd shellcheck
 
-.PHONY: install apt-deps models test lint demo bench bench-daemon clean
+.PHONY: install apt-deps models test lint demo bench bench-daemon pi-wheels clean
 
 # System packages (mosquitto for the demo and the integration tests). Skipped when present.
 apt-deps:
@@ -69,6 +69,11 @@ bench-daemon: install models apt-deps
 	mkdir -p bench/out
 	$(BIN)/python scripts/bench_daemon.py --rss-minutes 10 --cpu-seconds 60 > bench/out/daemon.json
 	cat bench/out/daemon.json
+
+# The runtime requirements resolve to aarch64 wheels for Raspberry Pi OS Bookworm (3.11)
+# and Trixie (3.13): nothing is compiled on the Pi (metadata only, no download of wheels).
+pi-wheels: install
+	$(BIN)/python scripts/check_pi_wheels.py
 
 clean:
 	rm -rf $(VENV) .demo models/*.tflite models/built.json models/data

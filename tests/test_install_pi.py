@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 from typing import Final
 
@@ -232,3 +233,15 @@ def test_shell_scripts_are_clean(script: str) -> None:
         pytest.skip("shellcheck not installed (apt-get install shellcheck)")
     proc = subprocess.run([shellcheck, str(path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_runtime_requirements_are_aarch64_wheels_for_bookworm_and_trixie() -> None:
+    """Issue 17: the Pi installs from wheels only, on CPython 3.11 and 3.13 (metadata only)."""
+    script = ROOT / "scripts" / "check_pi_wheels.py"
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    for python in ("3.11", "3.13"):
+        assert f"Python {python} (aarch64):" in done.stdout
+    assert "ai_edge_litert" in done.stdout and "manylinux_2_27_aarch64" in done.stdout

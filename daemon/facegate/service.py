@@ -20,8 +20,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
-import sdnotify
-
 from facegate.camera import LatestFrameGrabber, source_from_config
 from facegate.config import CameraConfig, FacegateConfig, load_config, load_enrollment
 from facegate.config.diff import changed_paths
@@ -31,6 +29,7 @@ from facegate.errors import FacegateError
 from facegate.gallery import Gallery
 from facegate.mqtt import DoorBus, MqttPublisher, load_door_keys
 from facegate.mqtt.intake import RequestIntake
+from facegate.notify import SystemdNotifier
 from facegate.outputs import OutputWorker, build_outputs
 from facegate.pipeline import DoorPipeline, Recognition
 from facegate.policy import DoorPolicy
@@ -82,7 +81,7 @@ class Service:
         self._intake = RequestIntake()
         self._outputs: list[OutputWorker] = []
         self._unhealthy: str | None = None  # why the watchdog is withheld, logged once
-        self._notifier = sdnotify.SystemdNotifier()
+        self._notifier = SystemdNotifier()
         self._last_ping = 0.0
         self._ready = False  # READY=1 sent: models loaded and a first frame seen
         self._grabbers: dict[str, LatestFrameGrabber] = {}
