@@ -15,11 +15,13 @@ from facegate.mqtt.contract import (
     EVENT,
     STATUS,
     UNLOCK,
+    PROMPT,
     VERIFY,
     VERIFY_RESULT,
     event_payload,
     render_markdown,
     verify_result_payload,
+    prompt_payload,
 )
 from scenes import write_key
 
@@ -76,3 +78,8 @@ def test_verify_requests_need_the_required_fields_only() -> None:
             "facegate/front/verify", json.dumps(body).encode(), "facegate", ["front"]
         )
         assert (parsed is None) == (name in VERIFY.required), name
+
+
+def test_prompt_payload_has_exactly_the_contract_fields() -> None:
+    for prompt in ("turn your head left", None):
+        assert prompt_payload("front", prompt, now=1.0).keys() == PROMPT.names

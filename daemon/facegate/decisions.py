@@ -8,7 +8,7 @@ rename one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
@@ -48,6 +48,9 @@ class Decision:
     unlock: bool
     request_id: str | None = None
     track_id: int | None = None
+    # A JPEG (<= 30 KB) of the face that decided, only when an output asked for snapshots
+    # (Home Assistant's image, the audit trail's); never an embedding.
+    snapshot: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

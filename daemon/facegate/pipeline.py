@@ -8,6 +8,7 @@ MQTT or outputs.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from facegate.config import FacegateConfig
@@ -15,6 +16,7 @@ from facegate.config.enrollment import EnrollmentConfig
 from facegate.decisions import ClaimOutcome, Decision
 from facegate.matching import Matcher
 from facegate.policy import DoorPolicy, FaceObservation
+from facegate.snapshots import face_jpeg
 from facegate.tracking import FaceTracker, TrackedFace
 from facegate.vision.engine import FaceEngine
 from facegate.vision.types import FaceEncoding, ImageArray
@@ -48,6 +50,13 @@ class DoorPipeline:
         self._engine = engine
         self._state = state
         self._tracker = FaceTracker()
+        # Fixed at start like the outputs that read them (they change only with a restart).
+        self._snapshots = wants_face_snapshots(state.config)
+
+    @property
+    def state(self) -> Recognition:
+        """What this door matches against now (metrics read the gallery size)."""
+        return self._state
 
     def update(self, state: Recognition) -> None:
         """Match against a reloaded gallery and rules from now on (SIGHUP)."""
@@ -67,6 +76,8 @@ class DoorPipeline:
             if face.embedding is not None
         ]
         decisions = self.policy.observe(observations, now)
+        if self._snapshots:
+            decisions = [_with_snapshot(d, faces, tracks) for d in decisions]
         return StepResult(faces, tracks, decisions, self.policy.take_claim_outcomes())
 
     def claim(
@@ -97,3 +108,17 @@ class DoorPipeline:
         claimed = self.policy.active_claim_identity()
         claim_match = matcher.verify(face.embedding, claimed, rec.threshold) if claimed else None
         return FaceObservation(match, claim_match, track_id)
+
+
+def wants_face_snapshots(config: FacegateConfig) -> bool:
+    """Whether an output asked for a JPEG of each decision's face (off unless configured)."""
+    ha, audit = config.homeassistant, config.audit
+    return (ha.enabled and ha.face_image) or (audit.enabled and audit.snapshots)
+
+
+def _with_snapshot(decision: Decision, faces: list[FaceEncoding], tracks: list[int]) -> Decision:
+    """The decision with a JPEG of its track's face in this frame, when there is one."""
+    for face, track in zip(faces, tracks, strict=True):
+        if track == decision.track_id and face.crop is not None:
+            return dataclasses.replace(decision, snapshot=face_jpeg(face.crop))
+    return decision

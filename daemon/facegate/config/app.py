@@ -17,6 +17,7 @@ from pydantic import (
 
 from facegate.config.loader import first_duplicate, located_error
 from facegate.config.mqtt import MqttConfig
+from facegate.config.outputs import AuditConfig, HomeAssistantConfig, MetricsConfig
 from facegate.paths import INSTALLED_MODELS_DIR
 
 DOOR_ID_PATTERN: Final = r"^[a-z0-9_-]{1,32}$"
@@ -281,6 +282,15 @@ class FacegateConfig(BaseModel):
         default="INFO", description="DEBUG | INFO | WARNING | ERROR | CRITICAL"
     )
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    homeassistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig, description="Home Assistant MQTT discovery (off)"
+    )
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig, description="Prometheus metrics over HTTP (off)"
+    )
+    audit: AuditConfig = Field(
+        default_factory=AuditConfig, description="audit trail of every decision, SQLite (off)"
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -330,4 +340,6 @@ class FacegateConfig(BaseModel):
         }
 
 
-_SECTIONS: Final = frozenset({"recognition", "models", "watchdog"})
+_SECTIONS: Final = frozenset(
+    {"recognition", "models", "watchdog", "homeassistant", "metrics", "audit"}
+)

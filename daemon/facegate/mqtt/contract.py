@@ -115,7 +115,19 @@ VERIFY_RESULT: Final = TopicSpec(
         PayloadField("ts", "number", "epoch seconds"),
     ),
 )
-TOPICS: Final = (STATUS, EVENT, UNLOCK, VERIFY, VERIFY_RESULT)
+PROMPT: Final = TopicSpec(
+    "prompt",
+    "out",
+    "QoS 1, retained",
+    "what the person at the door is asked to do now (liveness); Home Assistant shows it",
+    (
+        PayloadField("prompt", "string or null", "the instruction, e.g. `turn your head left`;"
+                     " null when nothing is asked"),
+        PayloadField("door", "string", "the door id"),
+        PayloadField("ts", "number", "epoch seconds"),
+    ),
+)  # fmt: skip
+TOPICS: Final = (STATUS, EVENT, UNLOCK, VERIFY, VERIFY_RESULT, PROMPT)
 
 
 def event_payload(decision: Decision, device: str) -> dict[str, object]:
@@ -161,6 +173,11 @@ def render_markdown(prefix: str = "facegate") -> str:
             for t in TOPICS
         ),
     ]
+def prompt_payload(door: str, prompt: str | None, now: float | None = None) -> dict[str, object]:
+    """The retained `<prefix>/<door>/prompt` payload (the liveness stage publishes it)."""
+    return {"prompt": prompt, "door": door, "ts": time.time() if now is None else now}
+
+
     for spec in TOPICS:
         lines += ["", f"`{spec.suffix}` payload (JSON object):", ""]
         lines += ["| field | type | meaning |", "|---|---|---|"]

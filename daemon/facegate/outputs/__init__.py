@@ -7,11 +7,15 @@ from __future__ import annotations
 from facegate.config import FacegateConfig
 from facegate.mqtt.bus import DoorBus
 from facegate.outputs.base import Output, OutputWorker
+from facegate.outputs.homeassistant import HomeAssistantOutput
 from facegate.outputs.mqtt import MqttOutput
 
-__all__ = ["MqttOutput", "Output", "OutputWorker", "build_outputs"]
+__all__ = ["HomeAssistantOutput", "MqttOutput", "Output", "OutputWorker", "build_outputs"]
 
 
 def build_outputs(config: FacegateConfig, bus: DoorBus) -> list[Output]:
     """Every output the config asks for; the MQTT door bus (the door's lock) comes first."""
-    return [MqttOutput(bus, config.device)]
+    outputs: list[Output] = [MqttOutput(bus, config.device)]
+    if config.homeassistant.enabled:
+        outputs.append(HomeAssistantOutput(config))
+    return outputs
