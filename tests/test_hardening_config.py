@@ -713,3 +713,25 @@ def test_mutate_applies_each_kind_of_edit() -> None:
     assert mutate(base, [(1, 5, 0, "x: [")]) == "a: 1\nx: [b: 2\n"
     assert mutate(base, [(2, 3, 1, "9")]) == "a: 9\nb: 2\n"
     assert mutate(base, [(3, 6, 1, "")]) == "a: 1\nb: 2\nb: 2\nb: 2\n"
+
+
+# --- found after the first pass -----------------------------------------------------------
+
+
+def test_a_glob_over_the_whole_filesystem_is_refused_quickly(tmp_path: Path) -> None:
+    enrollment = tmp_path / "enrollment.yaml"
+    enrollment.write_text("people:\n  - {id: x, images: ['/**/*'], doors: [front]}\n")
+    started = time.monotonic()
+    with pytest.raises(BadInputError, match="matches more than"):
+        load_enrollment(enrollment).images_for(load_enrollment(enrollment).people[0])
+    assert time.monotonic() - started < 30  # a bound on the walk, not a speed test
+
+
+def test_run_refuses_a_fifo_as_tls_file_instead_of_hanging(tmp_path: Path) -> None:
+    from facegate.mqtt.client import _base_client
+
+    fifo = tmp_path / "ca.crt"
+    os.mkfifo(fifo)
+    config = MqttConfig.model_validate({"signing_key_file": "k", "tls": {"ca_file": str(fifo)}})
+    with pytest.raises(BadInputError, match="mqtt.tls.ca_file"):
+        _base_client(config, "test")

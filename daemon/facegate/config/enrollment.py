@@ -397,6 +397,10 @@ class EnrollmentConfig(BaseModel):
         )
 
 
+#: Paths one `images` glob may match (a person needs 3-10 photos; this bounds a typo).
+MAX_GLOB_MATCHES: Final = 10_000
+
+
 def _image_files(folder: Path) -> list[Path]:
     # Hidden files include macOS "._x.jpg" resource forks, which are not images.
     return [
@@ -412,7 +416,11 @@ def _expand(entry: str, base_dir: Path) -> tuple[list[Path], str]:
         # os.path.expanduser leaves `~nosuchuser` as it is; Path.expanduser raises.
         pattern = str(Path(os.path.expanduser(entry)))
         found: list[Path] = []
-        for match in glob.glob(pattern, root_dir=base_dir, recursive=True):
+        # Lazily, and bounded: `/**/*` would otherwise list the whole filesystem.
+        matches = glob.iglob(pattern, root_dir=base_dir, recursive=True)
+        for count, match in enumerate(matches):
+            if count >= MAX_GLOB_MATCHES:
+                return [], f"pattern matches more than {MAX_GLOB_MATCHES} paths; name a folder"
             path = anchor_path(Path(match), base_dir)
             found.extend(_image_files(path) if path.is_dir() else [path])
         images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]

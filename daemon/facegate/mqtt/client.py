@@ -45,7 +45,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from facegate.config.mqtt import MqttConfig
 from facegate.errors import BadInputError
-from facegate.files import KIB, read_regular_text
+from facegate.files import KIB, MIB, read_regular_file, read_regular_text
 from facegate.mqtt.bus import DoorBus, VerifyHandler, build_unlock
 from facegate.mqtt.journal import DEFAULT_MAX_BYTES, EntryKind, Journal, JournalEntry
 from facegate.mqtt.requests import parse_verify_request
@@ -605,6 +605,11 @@ def _read_password(path: Path) -> str:
 def _set_tls(client: Client, cfg: MqttConfig) -> None:
     tls = cfg.tls
     assert tls is not None
+    for name in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, name)
+        if path is not None:
+            # OpenSSL would block on a FIFO or read a device without end: refuse those first.
+            read_regular_file(path, MIB, field=f"mqtt.tls.{name}", what="TLS file")
     try:
         client.tls_set(
             ca_certs=str(tls.ca_file),
