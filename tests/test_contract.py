@@ -13,15 +13,15 @@ from facegate.decisions import ClaimOutcome, Decision, ReasonCode
 from facegate.mqtt import MqttPublisher, build_unlock, parse_verify_request
 from facegate.mqtt.contract import (
     EVENT,
+    PROMPT,
     STATUS,
     UNLOCK,
-    PROMPT,
     VERIFY,
     VERIFY_RESULT,
     event_payload,
+    prompt_payload,
     render_markdown,
     verify_result_payload,
-    prompt_payload,
 )
 from scenes import write_key
 

@@ -163,6 +163,11 @@ def verify_result_payload(outcome: ClaimOutcome, now: float | None = None) -> di
     }
 
 
+def prompt_payload(door: str, prompt: str | None, now: float | None = None) -> dict[str, object]:
+    """The retained `<prefix>/<door>/prompt` payload (the liveness stage publishes it)."""
+    return {"prompt": prompt, "door": door, "ts": time.time() if now is None else now}
+
+
 def render_markdown(prefix: str = "facegate") -> str:
     """The README's contract section: one table of topics, one of fields per topic."""
     lines = [
@@ -173,11 +178,6 @@ def render_markdown(prefix: str = "facegate") -> str:
             for t in TOPICS
         ),
     ]
-def prompt_payload(door: str, prompt: str | None, now: float | None = None) -> dict[str, object]:
-    """The retained `<prefix>/<door>/prompt` payload (the liveness stage publishes it)."""
-    return {"prompt": prompt, "door": door, "ts": time.time() if now is None else now}
-
-
     for spec in TOPICS:
         lines += ["", f"`{spec.suffix}` payload (JSON object):", ""]
         lines += ["| field | type | meaning |", "|---|---|---|"]
