@@ -27,6 +27,7 @@ from facegate.decisions import ClaimOutcome, Decision
 from facegate.enroll import enroll
 from facegate.errors import FacegateError
 from facegate.gallery import Gallery
+from facegate.metrics import DaemonMetrics, start_metrics
 from facegate.mqtt import DoorBus, MqttPublisher, load_door_keys
 from facegate.mqtt.intake import RequestIntake
 from facegate.notify import SystemdNotifier
@@ -80,6 +81,7 @@ class Service:
         self._reload = False
         self._intake = RequestIntake()
         self._outputs: list[OutputWorker] = []
+        self._metrics: DaemonMetrics | None = None  # None unless `metrics:` is enabled
         self._unhealthy: str | None = None  # why the watchdog is withheld, logged once
         self._notifier = SystemdNotifier()
         self._last_ping = 0.0
@@ -110,10 +112,14 @@ class Service:
         bus = self._bus_override or self._make_bus(config, self._door_keys)
         bus.set_verify_handler(self._intake.put)
         bus.start()
-        self._outputs = [OutputWorker(output) for output in build_outputs(config, bus)]
+        self._metrics = start_metrics(config, engine)
+        outputs = build_outputs(config, bus, self._metrics)
+        self._outputs = [OutputWorker(output) for output in outputs]
         for output in self._outputs:
             output.start()
         self._start_cameras(engine, state)
+        if self._metrics is not None:
+            self._metrics.watch(self._grabbers, bus, self._pipelines, self._outputs)
         try:
             self._loop(engine, state, bus)
         finally:
@@ -122,6 +128,8 @@ class Service:
                 grabber.stop()
             for output in self._outputs:
                 output.close()  # drains what the loop decided, then closes the bus
+            if self._metrics is not None:
+                self._metrics.close()
         logger.info("stopped")
         return 0
 
@@ -207,6 +215,8 @@ class Service:
         # phase-locks against the camera's and every frame waits up to a period in the slot.
         self._next_due[door] = time.monotonic() + MIN_INTERVAL_SHARE / self._cameras[door].fps
         result = self._pipelines[door].step(frame.image)
+        if self._metrics is not None:
+            self._metrics.frame(door, result)
         for decision in result.decisions:
             self._publish_decision(decision)
         self._publish_outcomes(door, result.claim_outcomes)

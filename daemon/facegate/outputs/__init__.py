@@ -8,14 +8,27 @@ from facegate.config import FacegateConfig
 from facegate.mqtt.bus import DoorBus
 from facegate.outputs.base import Output, OutputWorker
 from facegate.outputs.homeassistant import HomeAssistantOutput
+from facegate.outputs.metrics import DecisionCounter, MetricsOutput
 from facegate.outputs.mqtt import MqttOutput
 
-__all__ = ["HomeAssistantOutput", "MqttOutput", "Output", "OutputWorker", "build_outputs"]
+__all__ = [
+    "HomeAssistantOutput",
+    "MetricsOutput",
+    "MqttOutput",
+    "Output",
+    "OutputWorker",
+    "build_outputs",
+]
 
 
-def build_outputs(config: FacegateConfig, bus: DoorBus) -> list[Output]:
-    """Every output the config asks for; the MQTT door bus (the door's lock) comes first."""
+def build_outputs(
+    config: FacegateConfig, bus: DoorBus, metrics: DecisionCounter | None = None
+) -> list[Output]:
+    """Every output the config asks for; the MQTT door bus (the door's lock) comes first.
+    `metrics` is the daemon's DaemonMetrics when `metrics:` is enabled."""
     outputs: list[Output] = [MqttOutput(bus, config.device)]
     if config.homeassistant.enabled:
         outputs.append(HomeAssistantOutput(config))
+    if metrics is not None:
+        outputs.append(MetricsOutput(metrics))
     return outputs

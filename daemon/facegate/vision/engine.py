@@ -9,8 +9,9 @@ import hashlib
 import logging
 import math
 import os
+import time
 from pathlib import Path
-from typing import Final, Literal, TypeVar
+from typing import Final, Literal, Protocol, TypeVar
 
 from facegate.errors import BadInputError, ManyFacesError, ModelError, NoFaceError
 from facegate.paths import INSTALLED_MODELS_DIR
@@ -78,6 +79,13 @@ MODEL_FILES: Final = {
 }
 
 
+class StageTimer(Protocol):
+    """Told how long each stage took (metrics set one on FaceEngine.stage_timer)."""
+
+    def lap(self, stage: str, since: float) -> float:
+        """Record `time.perf_counter() - since` for `stage`; return that perf_counter()."""
+
+
 class FaceEngine:
     """Composes the stages; not thread-safe (one engine per pipeline thread)."""
 
@@ -101,6 +109,8 @@ class FaceEngine:
         self.runtime = runtime_name()
         self._aligner = Aligner()
         self._meter = QualityMeter()
+        # None (the default) costs one `if` per stage; metrics set it to time the stages.
+        self.stage_timer: StageTimer | None = None
 
     @classmethod
     def load(
@@ -166,18 +176,36 @@ class FaceEngine:
         face keeps whatever was computed before the refusal and its RefusalReason."""
         if too_small := self.gate.size_refusal(detection.width):
             return _refused(detection, too_small)
+        timer = self.stage_timer
+        mark = time.perf_counter() if timer else 0.0
         landmarks = self.landmarker.locate(image, detection)
+        if timer:
+            mark = timer.lap("landmarks", mark)
         if problem := _landmark_refusal(landmarks):
             return _refused(detection, problem, landmarks)
         crop = self._aligner.align(image, landmarks)
+        if timer:
+            mark = timer.lap("align", mark)
         quality = self._meter.measure(crop, detection.width, landmarks.yaw_deg, self.gate)
+        if timer:
+            mark = timer.lap("quality", mark)
         embedding: FloatArray | None = self.embedder.embed(crop) if quality.usable else None
+        if timer and embedding is not None:
+            timer.lap("embed", mark)
         crop.flags.writeable = False  # after embedding: observers share the embedder's view
         return FaceEncoding(detection, quality, embedding, landmarks, crop)
 
     def encode(self, image: ImageArray) -> list[FaceEncoding]:
         """Every face in the frame, largest first; `embedding` is None for unusable faces."""
-        return [self.encode_detection(image, d) for d in self.detect(image)]
+        timer = self.stage_timer
+        start = time.perf_counter() if timer else 0.0
+        detections = self.detect(image)
+        if timer:
+            timer.lap("detect", start)
+        faces = [self.encode_detection(image, d) for d in detections]
+        if timer:
+            timer.lap("frame", start)  # the whole frame: detection and every face
+        return faces
 
     def encode_one(self, image: ImageArray, source: str | Path) -> FaceEncoding:
         """Exactly one usable face, or an error naming `source` and what is wrong."""
