@@ -25,7 +25,7 @@ from scenes import (  # noqa: E402  (scene and config helpers shared with the da
     visit,
     write_config,
     write_enrollment,
-    write_key,
+    write_unlock_key,
     write_video,
 )
 
@@ -53,14 +53,15 @@ def make_video(path: Path) -> list[str]:
 
 
 def write_files(port: int) -> Path:
-    if not (DEMO / "hmac.key").exists():
-        write_key(DEMO / "hmac.key")
+    if not (DEMO / "unlock.key").exists():
+        write_unlock_key(DEMO / "unlock.key")  # and unlock.pub, the controller's
     write_enrollment(DEMO / "enrollment.yaml", {person: ["front"] for person in RESIDENTS})
     return write_config(
         DEMO / "facegate.yaml",
         port=port,
         device="demo",
         cameras=[{"door": "front", "source": "demo.avi", "fps": FPS}],
+        signing={"algorithm": "ed25519", "key_file": "unlock.key"},
     )
 
 
@@ -93,7 +94,7 @@ def main() -> int:
         controller = subprocess.Popen(
             [sys.executable, str(REPO / "scripts" / "door_controller_example.py"),
              "--port", str(broker.port), "--door", "front",
-             "--key-file", str(DEMO / "hmac.key"), "--timeout", "90"],
+             "--key-file", str(DEMO / "unlock.pub"), "--timeout", "90"],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         time.sleep(1.0)  # let the controller subscribe before the first visitor arrives

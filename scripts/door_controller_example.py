@@ -2,7 +2,8 @@
 """Example door controller: verify facegate unlocks and pulse a relay.
 
 Subscribes to ``<prefix>/<door>/unlock`` and ``<prefix>/<door>/status``, checks every
-unlock with the reference ``UnlockVerifier`` (signature, door, expiry, replay) and prints
+unlock (a JWS) with the reference ``UnlockVerifier`` (signature, door, expiry, replay)
+against the door's public key (Ed25519 PEM, the default) or its HS256 secret, and prints
 ``UNLOCK door=.. person=.. seq=..`` or ``REJECTED reason=..``. With ``--gpio-pin`` and
 gpiozero installed, an accepted unlock drives the pin high for ``--pulse-s`` seconds.
 
@@ -34,12 +35,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from facegate.errors import BadInputError
-from facegate.mqtt.signing import (
-    MAX_UNLOCK_BYTES,
-    UnlockRejected,
-    UnlockVerifier,
-    load_signing_key,
-)
+from facegate.keys import load_public_key
+from facegate.mqtt.signing import MAX_UNLOCK_BYTES, UnlockRejected, UnlockVerifier
 
 logger = logging.getLogger("door_controller")
 
@@ -171,7 +168,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--prefix", default="facegate", help="topic prefix")
     parser.add_argument("--door", required=True, help="door id this controller opens")
     parser.add_argument(
-        "--key-file", type=Path, required=True, help="this door's hex HMAC key file"
+        "--key-file",
+        type=Path,
+        required=True,
+        help="this door's public key (.pub, Ed25519 PEM) or its HS256 hex secret",
     )
     parser.add_argument("--tls-ca", type=Path, help="CA file; enables TLS")
     parser.add_argument("--cert", type=Path, help="client certificate (TLS)")
@@ -225,9 +225,8 @@ def main(argv: list[str] | None = None, *, relay: Relay | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        verifier = UnlockVerifier(
-            load_signing_key(args.key_file), args.door, max_skew_s=args.max_skew_s
-        )
+        key = load_public_key(args.key_file, field="--key-file")
+        verifier = UnlockVerifier(key, args.door, max_skew_s=args.max_skew_s)
     except BadInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

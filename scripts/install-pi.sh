@@ -18,7 +18,7 @@
 # key are created only where absent; a user's edits are never overwritten.
 #
 # Result: /opt/facegate/{venv,models,share}, /etc/facegate/{facegate.yaml,
-# enrollment.yaml,hmac.key}, /var/lib/facegate, the `facegate` system user (in group
+# enrollment.yaml,unlock.key,unlock.pub}, /var/lib/facegate, the `facegate` system user (in group
 # video), /etc/systemd/system/facegate.service enabled and started.
 set -euo pipefail
 umask 022
@@ -261,17 +261,22 @@ s#^\([[:space:]]*source:[[:space:]]*\)\.\./models/data/demo\.mp4#\1picamera2#"
 install_if_absent "$SRC/config/facegate.yaml" "$ETC/facegate.yaml" 0640 "root:$SVC_USER" "$adapt"
 install_if_absent "$SRC/config/enrollment.yaml" "$ETC/enrollment.yaml" 0640 "root:$SVC_USER"
 
-key=$ETC/hmac.key
+# The unlock key: Ed25519 (JWS EdDSA). The daemon keeps the private key; door controllers get
+# only unlock.pub, which cannot sign.
+key=$ETC/unlock.key
+pub=$ETC/unlock.pub
 if [[ -e $(r "$key") ]]; then
   say "keeping existing signing key $key"
 elif ((DRY_RUN)); then
-  printf '[dry-run] generate %s: 32 random bytes as hex, mode 0600\n' "$(r "$key")"
+  printf '[dry-run] generate %s: an Ed25519 key pair (private 0600, %s 0644)\n' "$(r "$key")" "$(r "$pub")"
 else
   tmp=$(mktemp "$(r "$key").XXXXXX") # mktemp creates it 0600
-  python3 -c 'import secrets; print(secrets.token_hex(32))' >"$tmp"
-  chmod 0600 "$tmp"
+  openssl genpkey -algorithm ed25519 -out "$tmp" 2>/dev/null
+  openssl pkey -in "$tmp" -pubout -out "$(r "$pub").tmp"
+  chmod 0644 "$(r "$pub").tmp"
+  mv "$(r "$pub").tmp" "$(r "$pub")"
   mv "$tmp" "$(r "$key")"
-  say "generated signing key $key (share it with the controllers of doors without their own key)"
+  say "generated signing key $key; give $pub (never the key) to the door controllers"
 fi
 sys_run chown "$SVC_USER:$SVC_USER" "$(r "$key")"
 

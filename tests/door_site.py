@@ -4,6 +4,7 @@ an image-folder camera) in a tmp dir. Every wait is bounded."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -26,8 +27,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from broker import MosquittoBroker
-from facegate.mqtt.signing import load_signing_key
-from scenes import empty_frame, fit, photo, write_config, write_enrollment, write_folder, write_key
+from facegate.keys import PublicKey, load_public_key, public_key_path
+from scenes import (
+    empty_frame,
+    fit,
+    photo,
+    write_config,
+    write_enrollment,
+    write_folder,
+    write_unlock_key,
+)
 
 RESIDENT: Final = "jerry_seinfeld"
 OTHER_RESIDENT: Final = "elton_john"
@@ -63,6 +72,20 @@ class Received:
 
     def json(self) -> Any:
         return json.loads(self.payload)
+
+    def claims(self) -> dict[str, Any]:
+        """An unlock's claims, read WITHOUT checking the signature (assertions only)."""
+        return unlock_claims(self.payload)
+
+
+def unlock_claims(token: bytes | str) -> dict[str, Any]:
+    """The JWS payload of an unlock, unverified: tests read it; controllers verify first."""
+    text = token.decode("ascii") if isinstance(token, bytes) else token
+    segment = text.split(".")[1]
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    )
+    return claims
 
 
 class Subscriber:
@@ -123,7 +146,8 @@ class Subscriber:
         return [m.json() for m in self.on("event", door)]
 
     def unlocks(self, door: str = DOOR) -> list[dict[str, Any]]:
-        return [m.json() for m in self.on("unlock", door)]
+        """Claims of the unlocks received (unverified: door, sub, jti, seq, iat, exp, ...)."""
+        return [m.claims() for m in self.on("unlock", door)]
 
     def summary(self) -> list[tuple[str, str]]:
         with self._cond:
@@ -224,7 +248,11 @@ class Site:
 
     dir: Path
     config: Path
-    key: bytes
+    key: PublicKey  # what the door's controller verifies with
+
+    @property
+    def key_file(self) -> Path:
+        return self.dir / "unlock.key"
 
     @property
     def camera(self) -> Path:
@@ -244,7 +272,7 @@ def make_site(
     """Key, enrollment, config and a looping image-folder camera showing `scene`."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "journal").mkdir(exist_ok=True)
-    key_path = write_key(root / "hmac.key")
+    key_path = write_unlock_key(root / "unlock.key")
     write_enrollment(root / "enrollment.yaml", people)
     write_folder(root / "camera", scene)
     cam = {"door": DOOR, "source": "camera/", "fps": 10, "loop": True, **(camera or {})}
@@ -254,8 +282,9 @@ def make_site(
         cameras=[cam],
         recognition={**FAST, **(recognition or {})},
         mqtt_extra=mqtt_extra,
+        signing={"algorithm": "ed25519", "key_file": "unlock.key"},
     )
-    return Site(root, config, load_signing_key(key_path))
+    return Site(root, config, load_public_key(public_key_path(key_path)))
 
 
 def face(person: str, frames: int = 1) -> list[Any]:
@@ -285,7 +314,7 @@ def watch_and_start(
 
 
 def assert_no_stranger_unlock(sub: Subscriber) -> None:
-    strangers = [u for u in sub.unlocks() if u["person"] == STRANGER]
+    strangers = [u for u in sub.unlocks() if u["sub"] == STRANGER]
     assert not strangers, f"stranger unlocked: {strangers}"
 
 

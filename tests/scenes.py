@@ -84,6 +84,17 @@ def write_key(path: Path) -> Path:
     return path
 
 
+def write_unlock_key(path: Path) -> Path:
+    """A fresh Ed25519 unlock key pair: `path` (private, 600) and its .pub; returns `path`.
+    An existing pair is replaced (a key rotation)."""
+    from facegate.keys import KeyType, public_key_path, write_new_key
+
+    path.unlink(missing_ok=True)
+    public_key_path(path).unlink(missing_ok=True)
+    write_new_key(KeyType.ED25519, path)
+    return path
+
+
 def write_enrollment(
     path: Path, people: Mapping[str, Sequence[str]], *, image_split: str = "train"
 ) -> Path:
@@ -110,12 +121,15 @@ def write_config(
     mqtt_extra: Mapping[str, object] | None = None,
     device: str = "test",
     models_dir: Path = MODELS,
+    signing: Mapping[str, object] | None = None,
 ) -> Path:
     """facegate.yaml next to enrollment.yaml, gallery.fgg, journal/ and hmac.key in path's dir.
 
-    Each camera mapping is written as YAML flow style ({door: front, source: x, ...})."""
+    Each camera mapping is written as YAML flow style ({door: front, source: x, ...}).
+    `signing` ({algorithm, key_file}) replaces the old `signing_key_file: hmac.key`."""
     rec = {"min_face_px": 60, **(recognition or {})}
-    mqtt = {"host": "127.0.0.1", "port": port, "signing_key_file": "hmac.key", **(mqtt_extra or {})}
+    key = {"signing": signing} if signing is not None else {"signing_key_file": "hmac.key"}
+    mqtt = {"host": "127.0.0.1", "port": port, **key, **(mqtt_extra or {})}
     lines = [
         f"device: {device}",
         "cameras:",

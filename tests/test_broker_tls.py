@@ -8,7 +8,6 @@ TLS, or that do not trust the broker's CA get nothing.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import threading
 import time
@@ -23,6 +22,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from facegate.config.mqtt import MqttConfig
+from facegate.keys import KeyType, PrivateKey
 from facegate.mqtt.bus import VerifyRequest
 from facegate.mqtt.client import MqttPublisher
 from facegate.mqtt.signing import UnlockRejected, UnlockVerifier
@@ -244,8 +244,10 @@ def test_facegate_publisher_over_tls_through_the_acl(broker: TlsBroker, tmp_path
     """facegate's own MQTT client, configured as in facegate.yaml (TLS, username,
     password_file, client cert): its unlocks verify at the right door only, and the ACL
     lets through what it needs (status, verify requests)."""
-    key = tmp_path / "hmac.key"
-    key.write_text(os.urandom(32).hex() + "\n")
+    signing_key = PrivateKey.generate(KeyType.ED25519)
+    key = tmp_path / "unlock.key"
+    key.write_text(signing_key.to_file_text())
+    key.chmod(0o600)
     password = tmp_path / "mqtt.password"
     password.write_text(broker.passwords["facegate"] + "\n")
     cert, cert_key = broker.client_cert("facegate")
@@ -255,7 +257,7 @@ def test_facegate_publisher_over_tls_through_the_acl(broker: TlsBroker, tmp_path
             "port": broker.port,
             "username": "facegate",
             "password_file": password,
-            "signing_key_file": key,
+            "signing": {"key_file": key},  # ed25519, the default
             "tls": {"ca_file": broker.ca_file, "cert_file": cert, "key_file": cert_key},
         }
     )
@@ -275,7 +277,7 @@ def test_facegate_publisher_over_tls_through_the_acl(broker: TlsBroker, tmp_path
         publisher.publish_unlock("back", "bob", "ev-back-1")
         assert publisher.wait_all_acked(WAIT_S)
 
-        secret = bytes.fromhex(key.read_text().strip())
+        secret = signing_key.public()  # what both controllers hold
         got_front = front.wait_for("facegate/front/unlock")
         unlock = UnlockVerifier(secret, "front").verify(bytes(got_front[-1].payload))
         assert unlock.person == "alice"

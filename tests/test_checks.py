@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -9,8 +10,16 @@ from pathlib import Path
 import pytest
 
 from facegate.cli import main
+from facegate.keys import KeyType, PrivateKey
 from facegate.vision.engine import MODEL_FILES
-from scenes import empty_frame, write_config, write_enrollment, write_folder, write_key
+from scenes import (
+    empty_frame,
+    write_config,
+    write_enrollment,
+    write_folder,
+    write_key,
+    write_unlock_key,
+)
 
 
 def make_site(root: Path) -> Path:
@@ -121,3 +130,80 @@ def test_a_per_door_key_that_repeats_another_key_is_warned_about(
     assert main(["check-config", "--config", str(config)]) == 0
     err = capsys.readouterr().err
     assert ("can forge this door's unlocks" in err) is warned
+
+
+def ed25519_site(root: Path) -> Path:
+    """A site signing with mqtt.signing (ed25519) and unlock.key / unlock.pub."""
+    write_unlock_key(root / "unlock.key")
+    write_enrollment(root / "enrollment.yaml", {"ben_afflek": ["front"]})
+    write_folder(root / "camera", [empty_frame()])
+    (root / "journal").mkdir()
+    return write_config(
+        root / "facegate.yaml", port=1883, cameras=[{"door": "front", "source": "camera/"}],
+        signing={"algorithm": "ed25519", "key_file": "unlock.key"},
+    )  # fmt: skip
+
+
+def test_the_old_signing_key_file_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config", "--config", str(make_site(tmp_path))]) == 0
+    assert "docs/migration-jws.md" in capsys.readouterr().err
+    (tmp_path / "new").mkdir()
+    assert main(["check-config", "--config", str(ed25519_site(tmp_path / "new"))]) == 0
+    assert "migration" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("key_file", "algorithm", "message"),
+    [
+        ("unlock.pub", "ed25519", "is a public key; signing needs the private key"),
+        ("hmac.key", "ed25519", "set algorithm hs256"),
+        ("unlock.key", "hs256", "not an HS256 hex secret"),
+        ("camera", "ed25519", "is a directory"),
+        ("fifo", "ed25519", "is a FIFO"),
+        ("missing.key", "ed25519", "not found"),
+    ],
+)
+def test_a_key_that_cannot_sign_as_configured_is_refused(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    key_file: str,
+    algorithm: str,
+    message: str,
+) -> None:
+    """check-config refuses (exit 2, file and field named) a public key where the private
+    one is needed, a key of the other algorithm, and files that are not readable keys."""
+    config = ed25519_site(tmp_path)
+    write_key(tmp_path / "hmac.key")
+    os.mkfifo(tmp_path / "fifo")
+    text = config.read_text().replace(
+        "signing: {algorithm: 'ed25519', key_file: 'unlock.key'}",
+        f"signing: {{algorithm: '{algorithm}', key_file: '{key_file}'}}",
+    )
+    assert key_file in text
+    config.write_text(text)
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "mqtt.signing.key_file" in err and key_file in err, err
+    assert "Traceback" not in err
+
+
+def test_a_door_may_sign_hs256_while_the_others_use_ed25519(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = ed25519_site(tmp_path)
+    (tmp_path / "garage.key").write_text(PrivateKey.generate(KeyType.HS256).to_file_text())
+    (tmp_path / "garage.key").chmod(0o600)
+    text = config.read_text().replace(
+        "  - {door: 'front', source: 'camera/'}",
+        "  - {door: 'front', source: 'camera/'}\n"
+        "  - {door: 'garage', source: 'camera/', signing_key_file: garage.key,"
+        " signing_algorithm: hs256}",
+    )
+    config.write_text(text)
+    assert main(["check-config", "--config", str(config)]) == 0, capsys.readouterr().err
+    (tmp_path / "garage.key").write_text((tmp_path / "unlock.key").read_text())
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "cameras[1].signing_key_file" in err and "not an HS256 hex secret" in err

@@ -235,8 +235,24 @@ INVALID = [
         "  signing_key_file: hmac.key\n",
         "",
         23,
-        "mqtt.signing_key_file",
-        "required key is missing",
+        "mqtt",
+        "give exactly one of signing",
+    ),
+    (
+        "mqtt-two-keys",
+        "  signing_key_file: hmac.key\n",
+        "  signing_key_file: hmac.key\n  signing: {key_file: unlock.key}\n",
+        23,
+        "mqtt",
+        "give exactly one of signing",
+    ),
+    (
+        "mqtt-signing-algorithm",
+        "  signing_key_file: hmac.key\n",
+        "  signing: {algorithm: rs256, key_file: unlock.key}\n",
+        27,
+        "mqtt.signing.algorithm",
+        "'ed25519' or 'hs256'",
     ),
     (
         "mqtt-missing",
@@ -484,6 +500,25 @@ def test_a_door_may_sign_with_its_own_key(tmp_path: Path) -> None:
     )
     config = load_config(write(tmp_path, text))
     assert config.signing_key_sources() == {
-        "front": (tmp_path / "keys/front.key", "cameras[0].signing_key_file"),
-        "garage": (tmp_path / "hmac.key", "mqtt.signing_key_file"),
+        "front": (tmp_path / "keys/front.key", "cameras[0].signing_key_file", "hs256"),
+        "garage": (tmp_path / "hmac.key", "mqtt.signing_key_file", "hs256"),
     }
+
+
+def test_signing_algorithm_per_door(tmp_path: Path) -> None:
+    """mqtt.signing: ed25519 by default; a door may sign with its own key and algorithm."""
+    text = BASE.replace("  signing_key_file: hmac.key\n", "  signing: {key_file: unlock.key}\n")
+    text = text.replace(
+        "    rotate: 0\n",
+        "    rotate: 0\n    signing_key_file: front.key\n    signing_algorithm: hs256\n"
+        "  - door: garage\n    source: 1\n",
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.signing_key_sources() == {
+        "front": (tmp_path / "front.key", "cameras[0].signing_key_file", "hs256"),
+        "garage": (tmp_path / "unlock.key", "mqtt.signing.key_file", "ed25519"),
+    }
+    orphan = text.replace("    signing_key_file: front.key\n", "")
+    assert "signing_algorithm needs this camera's own signing_key_file" in str(
+        load_error(write(tmp_path, orphan))
+    )

@@ -3,6 +3,7 @@ it and every payload the daemon builds has exactly its fields (issue 12, item 4)
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from facegate.config.mqtt import MqttConfig
 from facegate.decisions import ClaimOutcome, Decision, ReasonCode
+from facegate.keys import KeyType, PrivateKey
 from facegate.mqtt import MqttPublisher, build_unlock, parse_verify_request
 from facegate.mqtt.contract import (
     EVENT,
@@ -49,9 +51,24 @@ def test_event_payload_has_the_contract_fields(code: ReasonCode, request_id: str
     json.dumps(event, allow_nan=False)
 
 
-def test_unlock_payload_has_exactly_the_contract_fields() -> None:
-    unlock = build_unlock(b"k" * 32, "front", "alice", "e1", 7, 1796022114.0, 5.0)
-    assert unlock.keys() == UNLOCK.names
+@pytest.mark.parametrize("key_type", list(KeyType))
+def test_unlock_payload_has_exactly_the_contract_fields(key_type: KeyType) -> None:
+    key = PrivateKey.generate(key_type)
+    unlock = build_unlock(key, "front", "alice", "e1", 7, 1796022114.0, 5.0)
+    header, payload, _ = unlock.token.split(".")
+    assert json.loads(b64url(header)) == {
+        "alg": "EdDSA" if key_type is KeyType.ED25519 else "HS256",
+        "typ": "facegate-unlock+jwt",
+        **({"kid": key.public().kid} if key_type is KeyType.ED25519 else {}),
+    }
+    claims = json.loads(b64url(payload))
+    assert claims == unlock.claims
+    assert claims.keys() == UNLOCK.names
+    assert claims["liveness"] == {"method": "none", "score": None}
+
+
+def b64url(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 def test_verify_result_payload_has_exactly_the_contract_fields() -> None:

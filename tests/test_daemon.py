@@ -7,6 +7,7 @@ paho v5 client, the way a door controller would. Every wait is bounded.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -45,13 +46,14 @@ from door_site import (
     retained_status,
     watch_and_start,
 )
-from facegate.mqtt import UnlockVerifier
-from facegate.mqtt.signing import UnlockRejected, load_signing_key, sign
+from facegate.keys import KeyType, PrivateKey, PublicKey, load_public_key, public_key_path
+from facegate.mqtt import UnlockVerifier, sign_unlock
+from facegate.mqtt.signing import UnlockRejected
 from scenes import (
     write_config,
     write_enrollment,
     write_folder,
-    write_key,
+    write_unlock_key,
 )
 from tls_broker import TlsBroker, tls_broker, tools_missing
 
@@ -66,7 +68,7 @@ class ResidentRun:
     status_after_stop: dict[str, Any]
     exit_code: int
     log: str
-    key: bytes
+    key: PublicKey
 
 
 @pytest.fixture(scope="module")
@@ -114,42 +116,44 @@ def test_sigterm_publishes_offline_retained_and_exits_0(resident_run: ResidentRu
     assert "Traceback" not in resident_run.log
 
 
+def with_claims(token: bytes, claims: Mapping[str, object]) -> bytes:
+    """`token` with another payload and its original signature (tampering)."""
+    header, _, signature = token.split(b".")
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")
+    return b".".join([header, payload, signature])
+
+
 def test_tampered_expired_and_replayed_unlocks_are_rejected(resident_run: ResidentRun) -> None:
     """Real unlock payloads captured from the broker, checked by the reference verifier."""
     first_msg, second_msg = resident_run.unlock_messages[:2]
-    first, second = json.loads(first_msg.payload), json.loads(second_msg.payload)
+    first, second = first_msg.claims(), second_msg.claims()
     key = resident_run.key
 
     def verifier(at: float) -> UnlockVerifier:
         return UnlockVerifier(key, DOOR, clock=lambda: at)
 
-    def rejected(v: UnlockVerifier, payload: bytes | Mapping[str, object]) -> str:
-        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    def rejected(v: UnlockVerifier, payload: bytes) -> str:
         with pytest.raises(UnlockRejected) as info:
-            v.verify(raw)
+            v.verify(payload)
         return info.value.reason
 
     at = first_msg.at
-    # Tampered: another person, a later expiry, another door, a re-signed payload with a
-    # wrong key, a signature bit flipped, the signature removed.
-    assert rejected(verifier(at), {**first, "person": STRANGER}) == "bad_signature"
-    assert rejected(verifier(at), {**first, "expires_at": first["expires_at"] + 60}) == (
-        "bad_signature"
-    )
-    assert rejected(verifier(at), {**first, "door": "back"}) == "bad_signature"
-    forged = {**first, "person": STRANGER}
-    forged["sig"] = sign(forged, b"\x01" * 32)
+    token = first_msg.payload
+    # Tampered: another person, a later expiry, another door (signature kept), a payload
+    # signed with another key, a signature bit flipped, the signature removed.
+    for change in ({"sub": STRANGER}, {"exp": first["exp"] + 60}, {"door": "back"}):
+        assert rejected(verifier(at), with_claims(token, {**first, **change})) == "bad_signature"
+    other = PrivateKey.generate(KeyType.ED25519)
+    forged = sign_unlock({**first, "sub": STRANGER}, other).encode()
     assert rejected(verifier(at), forged) == "bad_signature"
-    flipped = first["sig"][:-1] + ("0" if first["sig"][-1] != "0" else "1")
-    assert rejected(verifier(at), {**first, "sig": flipped}) == "bad_signature"
-    assert rejected(verifier(at), {k: v for k, v in first.items() if k != "sig"}) == (
-        "missing_field"
-    )
-    # Expired: the same bytes a moment after expires_at.
-    assert rejected(verifier(first["expires_at"] + 0.001), first_msg.payload) == "expired"
+    flipped = token[:-3] + (b"A" if token[-3:-2] != b"A" else b"B") + token[-2:]
+    assert rejected(verifier(at), flipped) == "bad_signature"
+    assert rejected(verifier(at), token.rsplit(b".", 1)[0]) == "malformed"
+    # Expired: the same bytes a moment after exp.
+    assert rejected(verifier(first["exp"] + 0.001), first_msg.payload) == "expired"
     # Replayed: accepted once, then refused; an older seq after a newer one is refused.
     v = verifier(second_msg.at)
-    assert v.verify(second_msg.payload).event_id == second["event_id"]
+    assert v.verify(second_msg.payload).event_id == second["jti"]
     assert rejected(v, second_msg.payload) == "replayed"
     assert first["seq"] < second["seq"]
     assert rejected(v, first_msg.payload) in ("stale_seq", "expired")
@@ -185,8 +189,8 @@ def test_each_door_signs_its_unlocks_with_its_own_key(
 ) -> None:
     """front has its own key, garage uses the shared one: a leaked garage controller key
     (or the shared key) cannot produce or accept a front-door unlock."""
-    shared = load_signing_key(write_key(tmp_path / "hmac.key"))
-    front = load_signing_key(write_key(tmp_path / "front.key"))
+    shared = load_public_key(public_key_path(write_unlock_key(tmp_path / "unlock.key")))
+    front = load_public_key(public_key_path(write_unlock_key(tmp_path / "front.key")))
     assert front != shared
     (tmp_path / "journal").mkdir()
     write_enrollment(tmp_path / "enrollment.yaml", {RESIDENT: [DOOR, "garage"]})
@@ -196,6 +200,7 @@ def test_each_door_signs_its_unlocks_with_its_own_key(
         tmp_path / "facegate.yaml", port=mosquitto.port, recognition=FAST,
         cameras=[{"door": DOOR, **camera, "signing_key_file": "front.key"},
                  {"door": "garage", **camera}],
+        signing={"algorithm": "ed25519", "key_file": "unlock.key"},
     )  # fmt: skip
     sub, daemon = watch_and_start(mosquitto, config, subscribers, daemons)
     sub.wait_for(
@@ -252,9 +257,9 @@ def test_broker_outage_loses_no_event_and_delivers_no_expired_unlock(
     sub.wait_for(lambda s: set(logged) <= received(s), WAIT_S, "every logged event")
     assert received(sub) == set(logged), "events the daemon never logged"
     for message in sub.on("unlock"):
-        assert message.at < message.json()["expires_at"], f"expired unlock delivered: {message}"
+        assert message.at < message.claims()["exp"], f"expired unlock delivered: {message}"
     outage_unlocks = {d["event_id"] for d in during if d["kind"] == "granted"}
-    late = [u for u in sub.unlocks() if u["event_id"] in outage_unlocks]
+    late = [u for u in sub.unlocks() if u["jti"] in outage_unlocks]
     # Unlocks issued early in the outage expired before the broker came back: never sent.
     assert len(late) < len(outage_unlocks), f"expired outage unlocks were delivered: {late}"
     assert_no_stranger_unlock(sub)
@@ -277,7 +282,7 @@ def test_sighup_enrolls_a_new_person_without_restart(
     daemon.wait_log(r"reloaded: 2 people enrolled", WAIT_S, start=mark)
     assert "signing key changes" not in daemon.log()[mark:]  # keys untouched: no warning
     sub.wait_for(lambda s: granted(s, LATE_RESIDENT), what="grant after reload")
-    sub.wait_for(lambda s: any(u["person"] == LATE_RESIDENT for u in s.unlocks()), what="unlock")
+    sub.wait_for(lambda s: any(u["sub"] == LATE_RESIDENT for u in s.unlocks()), what="unlock")
     assert daemon.proc.poll() is None and daemon.pid == daemon.proc.pid
     assert daemon.log().count("ready: models loaded") == 1, "the daemon restarted"
 
@@ -301,16 +306,16 @@ def test_sighup_enrolls_a_new_person_without_restart(
     sub.wait_for(lambda s: granted(s, LATE_RESIDENT, after=after), what="grant after bad reload")
     # A new key on reload is not taken (keys change on restart), and the log says so.
     site.config.write_text(original)
-    write_key(site.dir / "hmac.key")
+    write_unlock_key(site.key_file)
     mark = len(daemon.log())
     os.kill(daemon.pid, signal.SIGHUP)
     daemon.wait_log(r"signing key changes need a restart", WAIT_S, start=mark)
     after = time.time()
     sub.wait_for(
-        lambda s: any(u["person"] == LATE_RESIDENT and u["ts"] > after for u in s.unlocks()),
+        lambda s: any(u["sub"] == LATE_RESIDENT and u["iat"] > after for u in s.unlocks()),
         what="unlock after key change",
     )
-    newest = [u for u in sub.on("unlock") if u.json()["ts"] > after][-1]
+    newest = [u for u in sub.on("unlock") if u.claims()["iat"] > after][-1]
     assert UnlockVerifier(site.key, DOOR, clock=lambda: newest.at).verify(newest.payload)
     # A new camera source applies live (that camera restarts); a model setting is reported
     # as needing a restart.
@@ -352,7 +357,7 @@ def test_camera_lost_and_back_resumes_frames_and_grants(
     daemon.wait_log(r"camera front recovered after", WAIT_S)
     sub.wait_for(lambda s: granted(s, RESIDENT, after=back), what="grant after the camera is back")
     sub.wait_for(
-        lambda s: any(u["ts"] >= back for u in s.unlocks()), what="unlock after the camera is back"
+        lambda s: any(u["iat"] >= back for u in s.unlocks()), what="unlock after the camera is back"
     )
     assert daemon.proc.poll() is None
     assert daemon.terminate() == 0

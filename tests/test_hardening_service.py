@@ -219,7 +219,7 @@ def test_mqtt_output_publishes_the_contract() -> None:
     output.claim_outcome(
         "front", ClaimOutcome("q1", "jerry", True, 0.51234, ReasonCode.MATCH, "matched")
     )
-    assert [u["person"] for u in bus.unlocks] == ["jerry"]
+    assert [u.claims["sub"] for u in bus.unlocks] == ["jerry"]
     assert bus.events == [("front", event_payload(granted, "pi"))]
     assert bus.events[0][1]["device"] == "pi"
     door, result = bus.results[0]

@@ -19,9 +19,12 @@ from typing import Final
 
 import pytest
 
+from facegate.keys import KeyType, PrivateKey, load_private_key, load_public_key
+
 ROOT: Final = Path(__file__).resolve().parent.parent
 SCRIPT: Final = ROOT / "scripts" / "install-pi.sh"
-KEY: Final = "etc/facegate/hmac.key"
+KEY: Final = "etc/facegate/unlock.key"
+PUB: Final = "etc/facegate/unlock.pub"
 
 Snapshot = dict[str, tuple[str, int, str]]
 
@@ -72,7 +75,7 @@ def snapshot(root: Path, *, with_mtime: bool = False) -> Snapshot:
         elif path.is_dir():
             out[rel] = ("dir", mode, "")
         else:
-            digest = "" if rel == KEY else _sha256(path)
+            digest = "" if rel in (KEY, PUB) else _sha256(path)
             out[rel] = ("file", mode, digest + (f"@{st.st_mtime_ns}" if with_mtime else ""))
     return out
 
@@ -98,6 +101,7 @@ def test_root_install_twice_gives_identical_tree(tmp_path: Path, models: Path) -
         "etc/facegate/facegate.yaml": ("file", 0o640),
         "etc/facegate/enrollment.yaml": ("file", 0o640),
         KEY: ("file", 0o600),
+        PUB: ("file", 0o644),
         "var/lib/facegate": ("dir", 0o750),
         "etc/systemd/system/facegate.service": ("file", 0o644),
         "opt/facegate/share/mosquitto/acl": ("file", 0o644),
@@ -110,13 +114,15 @@ def test_root_install_twice_gives_identical_tree(tmp_path: Path, models: Path) -
         assert _sha256(root / "opt/facegate/models" / name) == _sha256(models / name)
     unit = root / "etc/systemd/system/facegate.service"
     assert unit.read_bytes() == (ROOT / "systemd/facegate.service").read_bytes()
-    assert len(key.strip()) == 64 and int(key, 16) >= 0  # 32 random bytes, hex
+    # An Ed25519 pair that facegate reads: the private key signs, the .pub verifies.
+    private = load_private_key(root / KEY, KeyType.ED25519)
+    assert load_public_key(root / PUB) == private.public()
 
     # Owners: staged files belong to whoever ran the script; the live owners are printed.
     assert {p.lstat().st_uid for p in root.rglob("*")} == {os.getuid()}
     for line in (
         f"chown root:facegate {root}/etc/facegate/facegate.yaml",
-        f"chown facegate:facegate {root}/etc/facegate/hmac.key",
+        f"chown facegate:facegate {root}/etc/facegate/unlock.key",
         f"chown facegate:facegate {root}/var/lib/facegate",
         "useradd --system",
         "systemctl enable facegate.service",
@@ -146,7 +152,7 @@ def test_user_edits_survive_a_rerun(tmp_path: Path, models: Path) -> None:
     key = root / KEY
     cfg.write_text(cfg.read_text() + "# edited by the owner\n")
     enrollment.write_text("people: []\n")
-    key.write_text("ab" * 32 + "\n")
+    key.write_text(PrivateKey.generate(KeyType.ED25519).to_file_text())
     edited = {p: p.read_bytes() for p in (cfg, enrollment, key)}
 
     out = install("--root", str(root), "--models-from", str(models)).stdout

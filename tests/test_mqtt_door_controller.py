@@ -4,6 +4,7 @@ no message (poison or a failing relay) stops it from acting on the next genuine 
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib.util
 import json
 import logging
@@ -22,10 +23,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from broker import MosquittoBroker
 from facegate.config.mqtt import MqttConfig
+from facegate.keys import KeyType, PrivateKey
 from facegate.mqtt import MqttPublisher, UnlockVerifier, build_unlock, new_event_id
 
 CONTROLLER = Path(__file__).resolve().parent.parent / "scripts" / "door_controller_example.py"
-KEY = bytes(range(32))
+KEY = PrivateKey(KeyType.ED25519, bytes(range(32)))
 WAIT_S = 10.0
 PREFIX = "fgtest"
 
@@ -100,17 +102,24 @@ def test_close_during_pulse_switches_off_and_stays_off() -> None:
     assert not device.is_on
 
 
+def write_keys(folder: Path) -> tuple[Path, Path]:
+    """The daemon's private key (0600) and the controller's public key."""
+    private, public = folder / "unlock.key", folder / "unlock.pub"
+    private.write_text(KEY.to_file_text())
+    private.chmod(0o600)
+    public.write_text(KEY.public().to_file_text())
+    return private, public
+
+
 def test_sigterm_during_pulse_releases_relay(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
-    key_file = tmp_path / "hmac.key"
-    key_file.write_text(KEY.hex())
-    key_file.chmod(0o600)
+    private, key_file = write_keys(tmp_path)
     config = MqttConfig.model_validate(
         {
             "host": mosquitto.host,
             "port": mosquitto.port,
             "topic_prefix": PREFIX,
             "client_id": "facegate-sigterm-test",
-            "signing_key_file": key_file,
+            "signing": {"algorithm": "ed25519", "key_file": private},
             "reconnect_min_s": 1,
             "reconnect_max_s": 1,
         }
@@ -144,13 +153,15 @@ def test_sigterm_during_pulse_releases_relay(mosquitto: MosquittoBroker, tmp_pat
 
 
 def genuine_unlock(seq: int = 1, door: str = "front") -> bytes:
-    return json.dumps(
-        build_unlock(KEY, door, "alice", new_event_id(), seq, time.time(), 30.0)
-    ).encode()
+    return build_unlock(KEY, door, "alice", new_event_id(), seq, time.time(), 30.0).token.encode()
 
 
-def with_extra(payload: bytes, text: bytes) -> bytes:
-    return payload[:-1] + b', "extra": ' + text + b"}"
+def tampered(token: bytes, **claims: object) -> bytes:
+    """The token with claims changed in its payload, its signature kept."""
+    header, payload, signature = token.split(b".")
+    body = json.loads(base64.urlsafe_b64decode(payload + b"==="))
+    new = base64.urlsafe_b64encode(json.dumps({**body, **claims}).encode()).rstrip(b"=")
+    return b".".join([header, new, signature])
 
 
 def start_controller(broker: MosquittoBroker, key_file: Path) -> subprocess.Popen[str]:
@@ -174,16 +185,15 @@ def raw_publisher(broker: MosquittoBroker) -> Client:
 def test_poison_unlocks_do_not_stop_the_genuine_one(
     mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
-    key_file = tmp_path / "hmac.key"
-    key_file.write_text(KEY.hex())
-    key_file.chmod(0o600)
+    _, key_file = write_keys(tmp_path)
     genuine = genuine_unlock()
     poison: list[tuple[bytes, str | None]] = [  # payload, REJECTED reason (None: not delivered)
-        (b"[" * 1000 + b"]" * 1000, "bad_json"),
-        (with_extra(genuine_unlock(seq=2), b"NaN"), "bad_json"),
-        (with_extra(genuine_unlock(seq=3), b"1e999"), "bad_json"),
-        (json.dumps({**json.loads(genuine_unlock(seq=4)), "sig": "\u00e9"}).encode(), "bad_field"),
-        (b"\xff\xfe\x00{}", "bad_json"),
+        (b"[" * 1000 + b"]" * 1000, "malformed"),
+        (tampered(genuine_unlock(seq=2), sub="mallory"), "bad_signature"),
+        (tampered(genuine_unlock(seq=3), door="back"), "bad_signature"),
+        (genuine_unlock(seq=4, door="back"), "wrong_door"),
+        (genuine_unlock(seq=5)[:-2] + "é".encode(), "malformed"),
+        (b"\xff\xfe\x00{}", "malformed"),
         (b"x" * 1_000_000, None),  # above the controller's Maximum Packet Size: never sent
         (b"x" * 5000, "too_large"),
     ]
@@ -223,7 +233,7 @@ def controller(relay_device: object) -> Any:
     module = load_controller()
     args = argparse.Namespace(prefix=PREFIX, door="front", count=None)
     relay = module.Relay(None, 60.0, device=relay_device)
-    return module.Controller(args, UnlockVerifier(KEY, "front"), relay)
+    return module.Controller(args, UnlockVerifier(KEY.public(), "front"), relay)
 
 
 class FailingOnceDevice(FakeDevice):

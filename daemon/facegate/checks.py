@@ -21,6 +21,7 @@ from facegate.config.mqtt import TlsConfig
 from facegate.errors import BadInputError, ConfigError, GalleryError
 from facegate.files import MIB, read_regular_file
 from facegate.gallery import Gallery
+from facegate.keys import KeyType
 from facegate.mqtt import load_door_keys
 from facegate.mqtt.client import _read_password as read_password  # the very reader `run` uses
 from facegate.vision.engine import MODEL_FILES, pipeline_fingerprint
@@ -51,6 +52,8 @@ def check_all(config_path: Path) -> CheckReport:
         _check_tls(config.mqtt.tls)
     _check_writable(config.gallery.parent, config_path, "gallery")
     _check_writable(config.journal, config_path, "journal")
+    if config.audit.enabled:
+        _check_writable(config.audit.path.parent, config_path, "audit.path")
     enrollment = _load_enrollment(config, config_path)
     images = sum(len(enrollment.images_for(person)) for person in enrollment.people)
     report = CheckReport(config, len(enrollment.people), images)
@@ -73,17 +76,24 @@ def _check_cameras(config: FacegateConfig, config_path: Path) -> None:
 
 
 def _check_signing_keys(config: FacegateConfig) -> list[str]:
-    """Every key file must be usable (the shared one too: it is configured, so it is meant);
-    a door's own key that repeats another key protects nothing: warn."""
-    shared = "the shared mqtt.signing_key_file"
+    """Every key file must sign as configured (the shared one too: it is configured, so it
+    is meant): a public key, a key of the other algorithm or an encrypted one is refused.
+    A door's own HS256 secret that repeats another key protects nothing: warn."""
+    shared = "the shared mqtt signing key"
     sources = config.signing_key_sources()
-    sources[shared] = (config.mqtt.signing_key_file, "mqtt.signing_key_file")
+    path, field = config.mqtt.signing_key_path
+    sources[shared] = (path, field, config.mqtt.signing_algorithm)
     keys = load_door_keys(sources)  # each file read once, the shared one included
     warnings = []
+    if config.mqtt.signing is None:
+        warnings.append(
+            f"{path}: mqtt.signing_key_file is the old form of mqtt.signing (hs256); unlocks"
+            " are JWS now, see docs/migration-jws.md"
+        )
     for camera in config.cameras:
-        if camera.signing_key_file is None:
-            continue
         own = keys[camera.door]
+        if camera.signing_key_file is None or own.type is not KeyType.HS256:
+            continue  # an Ed25519 key shared by doors cannot be used to forge by a controller
         same = sorted(name for name, key in keys.items() if key == own and name != camera.door)
         if same:
             warnings.append(

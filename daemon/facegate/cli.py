@@ -305,6 +305,109 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_keys(sub: Any) -> None:
+    parser = sub.add_parser("keys", help="make signing keys")
+    keys_sub = parser.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser(
+        "new", help="write a new unlock key (0600); ed25519 also writes the public key (.pub)"
+    )
+    new.add_argument("--type", choices=("ed25519", "hs256"), default="ed25519")
+    new.add_argument("--out", type=Path, required=True, help="private key file to create")
+    new.set_defaults(handler=_cmd_keys_new)
+
+
+def _cmd_keys_new(args: argparse.Namespace) -> int:
+    from facegate.keys import KeyType, write_new_key
+
+    key, written = write_new_key(KeyType(args.type), args.out)
+    print(f"wrote {written[0]} (private, mode 0600: the daemon's, never the controller's)")
+    if len(written) > 1:
+        print(f"wrote {written[1]} (public: give this to the door controller)")
+        print(f"kid {key.public().kid}")
+    else:
+        print("hs256: the controller needs this same secret; give each door its own")
+    return EXIT_OK
+
+
+def _add_log(sub: Any) -> None:
+    parser = sub.add_parser("log", help="the audit trail: who came, who was refused, when")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="facegate.yaml")
+    parser.add_argument("--db", type=Path, help="audit file to read (default: audit.path)")
+    parser.add_argument("--since", help="90s, 30m, 12h, 1d, 2w ago, or a date: 2026-11-30")
+    parser.add_argument("--door", help="only this door")
+    parser.add_argument("--person", help="only this person (or claimed identity)")
+    parser.add_argument("--kind", choices=("granted", "denied", "unknown", "claim"))
+    parser.add_argument("--limit", type=int, default=100, help="newest N rows (default 100)")
+    form = parser.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="a JSON array of row objects")
+    form.add_argument("--csv", action="store_true", help="CSV with a header line")
+    parser.set_defaults(handler=_cmd_log)
+
+
+def _cmd_log(args: argparse.Namespace) -> int:
+    import time
+
+    from facegate.audit import AuditQuery, AuditStore, parse_since
+
+    if args.limit < 1:
+        raise BadInputError("--limit", "must be at least 1")
+    try:
+        since = None if args.since is None else parse_since(args.since, time.time())
+    except ValueError as exc:
+        raise BadInputError("--since", str(exc)) from None
+    if args.db is None:
+        from facegate.config import load_config
+
+        args.db = load_config(args.config).audit.path
+    store = AuditStore.open_readonly(args.db)
+    try:
+        # One row more than asked tells whether there were more.
+        query = AuditQuery(since, args.door, args.person, args.kind, args.limit + 1)
+        rows = store.query(query)
+    finally:
+        store.close()
+    more, rows = len(rows) > args.limit, rows[-args.limit :]
+    if args.json:
+        print(json.dumps([row.to_dict() for row in rows]))
+    elif args.csv:
+        _print_csv([row.to_dict() for row in rows])
+    else:
+        _print_log_table(rows)
+    if more:
+        print(f"(the newest {args.limit} rows; --limit to see more)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _print_csv(rows: list[dict[str, Any]]) -> None:
+    import csv
+
+    from facegate.audit import AuditRow
+
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(AuditRow.__dataclass_fields__))
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def _print_log_table(rows: Sequence[Any]) -> None:
+    from datetime import datetime
+
+    if not rows:
+        print("no entries")
+        return
+    table = [("time", "door", "kind", "person", "distance", "unlock", "code", "reason")]
+    for row in rows:
+        distance = "" if row.distance is None else f"{row.distance:.3f}"
+        kind = row.kind if row.match is None else f"claim {'ok' if row.match else 'no'}"
+        table.append((
+            datetime.fromtimestamp(row.ts).strftime("%Y-%m-%d %H:%M:%S"), row.door, kind,
+            row.person or "-", distance, "yes" if row.unlock else "", row.code, row.reason,
+        ))  # fmt: skip
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
+    for line in table:
+        cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
+        print("  ".join([*cells, line[-1]]))
+
+
 _SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_run,
     _add_check_config,
@@ -313,6 +416,8 @@ _SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_identify,
     _add_evaluate,
     _add_bench,
+    _add_log,
+    _add_keys,
 ]
 
 

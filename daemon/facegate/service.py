@@ -27,6 +27,7 @@ from facegate.decisions import ClaimOutcome, Decision
 from facegate.enroll import enroll
 from facegate.errors import FacegateError
 from facegate.gallery import Gallery
+from facegate.keys import PrivateKey
 from facegate.metrics import DaemonMetrics, start_metrics
 from facegate.mqtt import DoorBus, MqttPublisher, load_door_keys
 from facegate.mqtt.intake import RequestIntake
@@ -89,7 +90,7 @@ class Service:
         self._grabbers: dict[str, LatestFrameGrabber] = {}
         self._pipelines: dict[str, DoorPipeline] = {}
         self._cameras: dict[str, CameraConfig] = {}  # as started: doors change only on restart
-        self._door_keys: dict[str, bytes] = {}  # as started: keys change only on restart
+        self._door_keys: dict[str, PrivateKey] = {}  # as started: keys change only on restart
         self._next_due: dict[str, float] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -134,7 +135,7 @@ class Service:
         return 0
 
     @staticmethod
-    def _make_bus(config: FacegateConfig, door_keys: dict[str, bytes]) -> MqttPublisher:
+    def _make_bus(config: FacegateConfig, door_keys: dict[str, PrivateKey]) -> MqttPublisher:
         return MqttPublisher(
             config.mqtt,
             device=config.device,

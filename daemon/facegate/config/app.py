@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from facegate.config.loader import first_duplicate, located_error
-from facegate.config.mqtt import MqttConfig
+from facegate.config.mqtt import MqttConfig, SigningAlgorithm
 from facegate.config.outputs import AuditConfig, HomeAssistantConfig, MetricsConfig
 from facegate.paths import INSTALLED_MODELS_DIR
 
@@ -124,11 +124,24 @@ class CameraConfig(BaseModel):
     signing_key_file: Path | None = Field(
         default=None,
         description=(
-            "this door's own hex HMAC unlock key (default: mqtt.signing_key_file); with one key"
-            " per door, a controller that leaks its key cannot forge another door's unlocks."
-            " Key changes need a restart"
+            "this door's own private unlock key (default: mqtt.signing.key_file); with hs256,"
+            " one secret per door means a controller that leaks its secret cannot forge another"
+            " door's unlocks. Key changes need a restart"
         ),
     )
+    signing_algorithm: SigningAlgorithm | None = Field(
+        default=None,
+        description=(
+            "this door's unlock algorithm, ed25519 or hs256 (default: mqtt.signing.algorithm);"
+            " needs signing_key_file"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _algorithm_needs_key(self) -> CameraConfig:
+        if self.signing_algorithm is not None and self.signing_key_file is None:
+            raise ValueError("signing_algorithm needs this camera's own signing_key_file")
+        return self
 
     @field_validator("source", mode="before")
     @classmethod
@@ -330,14 +343,23 @@ class FacegateConfig(BaseModel):
     def door_ids(self) -> tuple[str, ...]:
         return tuple(camera.door for camera in self.cameras)
 
-    def signing_key_sources(self) -> dict[str, tuple[Path, str]]:
-        """door -> (file of the key that signs its unlocks, the config field naming it)."""
-        return {
-            camera.door: (camera.signing_key_file, f"cameras[{i}].signing_key_file")
-            if camera.signing_key_file is not None
-            else (self.mqtt.signing_key_file, "mqtt.signing_key_file")
-            for i, camera in enumerate(self.cameras)
-        }
+    def signing_key_sources(self) -> dict[str, tuple[Path, str, SigningAlgorithm]]:
+        """door -> (file of the key that signs its unlocks, the config field naming it, the
+        algorithm): the camera's own key, else the shared mqtt one."""
+        shared_path, shared_field = self.mqtt.signing_key_path
+        shared = self.mqtt.signing_algorithm
+        sources: dict[str, tuple[Path, str, SigningAlgorithm]] = {}
+        for i, camera in enumerate(self.cameras):
+            if camera.signing_key_file is None:
+                sources[camera.door] = (shared_path, shared_field, shared)
+            else:
+                field = f"cameras[{i}].signing_key_file"
+                sources[camera.door] = (
+                    camera.signing_key_file,
+                    field,
+                    camera.signing_algorithm or shared,
+                )
+        return sources
 
 
 _SECTIONS: Final = frozenset(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -35,6 +35,29 @@ class TlsConfig(BaseModel):
         return self
 
 
+SigningAlgorithm = Literal["ed25519", "hs256"]
+
+
+class SigningConfig(BaseModel):
+    """How unlocks are signed (JWS): the algorithm and the key of every door without its own."""
+
+    model_config = _FROZEN
+
+    algorithm: SigningAlgorithm = Field(
+        default="ed25519",
+        description=(
+            "ed25519: EdDSA, controllers hold only the public key (default); hs256: HMAC with"
+            " a shared secret, for controllers without Ed25519 (give each door its own key)"
+        ),
+    )
+    key_file: Path = Field(
+        description=(
+            "the private key: Ed25519 PKCS#8 PEM, or a hex secret (>= 32 bytes) for hs256;"
+            " `facegate keys new` writes one. Relative to this YAML"
+        )
+    )
+
+
 class MqttConfig(BaseModel):
     """Broker connection and the unlock contract settings."""
 
@@ -54,9 +77,15 @@ class MqttConfig(BaseModel):
         default=None, description="MQTT client id; default facegate-<device>"
     )
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="keepalive, seconds")
-    signing_key_file: Path = Field(
-        description="hex HMAC-SHA256 key (>= 16 bytes) for the unlocks of every door without"
-        " its own cameras[].signing_key_file"
+    signing: SigningConfig | None = Field(
+        default=None, description="unlock signing: algorithm and key (required, or the old form)"
+    )
+    signing_key_file: Path | None = Field(
+        default=None,
+        description=(
+            "deprecated: the old form of `signing: {algorithm: hs256, key_file: ...}` (a hex"
+            " secret); unlocks are JWS either way (docs/migration-jws.md)"
+        ),
     )
     unlock_ttl_s: float = Field(
         default=5.0, ge=0.5, le=60, description="unlock validity after it is issued, seconds"
@@ -94,7 +123,24 @@ class MqttConfig(BaseModel):
             raise ValueError("reconnect_max_s must be >= reconnect_min_s")
         if self.password_file is not None and self.username is None:
             raise ValueError("password_file needs username")
+        if (self.signing is None) == (self.signing_key_file is None):
+            raise ValueError(
+                "give exactly one of signing (algorithm, key_file) and the old signing_key_file"
+            )
         return self
+
+    @property
+    def signing_algorithm(self) -> SigningAlgorithm:
+        """The algorithm of the shared key (the old signing_key_file is an HS256 secret)."""
+        return "hs256" if self.signing is None else self.signing.algorithm
+
+    @property
+    def signing_key_path(self) -> tuple[Path, str]:
+        """(the shared signing key file, the config field naming it)."""
+        if self.signing is not None:
+            return self.signing.key_file, "mqtt.signing.key_file"
+        assert self.signing_key_file is not None  # the validator wants one of the two
+        return self.signing_key_file, "mqtt.signing_key_file"
 
 
 def topic_prefix_problem(prefix: str) -> str | None:

@@ -7,6 +7,7 @@ a fake for tests. Door controllers use ``UnlockVerifier``.
 from facegate.mqtt.bus import (
     DoorBus,
     RecordingDoorBus,
+    SignedUnlock,
     VerifyHandler,
     VerifyRequest,
     build_unlock,
@@ -16,14 +17,12 @@ from facegate.mqtt.client import MqttPublisher, topic
 from facegate.mqtt.journal import EntryKind, Journal, JournalEntry
 from facegate.mqtt.requests import parse_verify_request
 from facegate.mqtt.signing import (
+    Liveness,
     UnlockRejected,
     UnlockVerifier,
     VerifiedUnlock,
-    canonical_json,
     load_door_keys,
-    load_signing_key,
-    sign,
-    signature_valid,
+    sign_unlock,
 )
 
 __all__ = [
@@ -31,20 +30,19 @@ __all__ = [
     "EntryKind",
     "Journal",
     "JournalEntry",
+    "Liveness",
     "MqttPublisher",
     "RecordingDoorBus",
+    "SignedUnlock",
     "UnlockRejected",
     "UnlockVerifier",
     "VerifiedUnlock",
     "VerifyHandler",
     "VerifyRequest",
     "build_unlock",
-    "canonical_json",
     "load_door_keys",
-    "load_signing_key",
     "new_event_id",
     "parse_verify_request",
-    "sign",
-    "signature_valid",
+    "sign_unlock",
     "topic",
 ]

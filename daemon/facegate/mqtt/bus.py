@@ -10,9 +10,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from facegate.mqtt.signing import sign
+from facegate.keys import KeyType, PrivateKey
+from facegate.mqtt.signing import NO_LIVENESS, sign_unlock
 
 MAX_VERIFY_TIMEOUT_S: Final = 60.0
+
+
+@dataclass(frozen=True)
+class SignedUnlock:
+    """An unlock as published: ``token`` is the MQTT payload (JWS compact), ``claims`` what
+    it says (door, sub, jti, seq, iat, exp, liveness)."""
+
+    token: str
+    claims: Mapping[str, object]
+
+    @property
+    def expires_at(self) -> float:
+        exp = self.claims["exp"]
+        assert isinstance(exp, int | float)
+        return float(exp)
 
 
 @dataclass(frozen=True)
@@ -49,10 +65,10 @@ class DoorBus(ABC):
     @abstractmethod
     def publish_unlock(
         self, door: str, person: str, event_id: str, ttl_s: float | None = None
-    ) -> dict[str, object]:
-        """Sign and publish an expiring unlock; return the payload as sent.
+    ) -> SignedUnlock | None:
+        """Sign and publish an expiring unlock; return it as sent.
 
-        Returns ``{}`` when the unlock could not be journaled and so was not sent.
+        Returns None when the unlock could not be journaled and so was not sent.
         """
 
     @abstractmethod
@@ -80,11 +96,11 @@ def new_event_id() -> str:
 class RecordingDoorBus(DoorBus):
     """In-memory DoorBus for service tests: records everything, signs like the real one."""
 
-    key: bytes = b"0" * 32
+    key: PrivateKey = field(default_factory=lambda: PrivateKey(KeyType.HS256, b"0" * 32))
     clock: Callable[[], float] = time.time
     default_ttl_s: float = 5.0
     events: list[tuple[str, dict[str, object]]] = field(default_factory=list)
-    unlocks: list[dict[str, object]] = field(default_factory=list)
+    unlocks: list[SignedUnlock] = field(default_factory=list)
     results: list[tuple[str, dict[str, object]]] = field(default_factory=list)
     closed: bool = False
     handler: VerifyHandler | None = None
@@ -100,10 +116,10 @@ class RecordingDoorBus(DoorBus):
 
     def publish_unlock(
         self, door: str, person: str, event_id: str, ttl_s: float | None = None
-    ) -> dict[str, object]:
+    ) -> SignedUnlock | None:
         with self._lock:
             self._seq += 1
-            payload = build_unlock(
+            unlock = build_unlock(
                 self.key,
                 door,
                 person,
@@ -112,8 +128,8 @@ class RecordingDoorBus(DoorBus):
                 self.clock(),
                 ttl_s or self.default_ttl_s,
             )
-            self.unlocks.append(payload)
-            return payload
+            self.unlocks.append(unlock)
+            return unlock
 
     def publish_verify_result(self, door: str, result: Mapping[str, object]) -> None:
         with self._lock:
@@ -129,27 +145,33 @@ class RecordingDoorBus(DoorBus):
 
 
 def build_unlock(
-    key: bytes, door: str, person: str, event_id: str, seq: int, now: float, ttl_s: float
-) -> dict[str, object]:
-    """The signed unlock payload of the MQTT contract (numbers: see facegate.mqtt.signing)."""
-    ts = _signed_seconds(now)
-    payload: dict[str, object] = {
+    key: PrivateKey,
+    door: str,
+    person: str,
+    event_id: str,
+    seq: int,
+    now: float,
+    ttl_s: float,
+    liveness: Mapping[str, object] | None = None,
+) -> SignedUnlock:
+    """The signed unlock of the MQTT contract (claims: see facegate.mqtt.signing)."""
+    iat = _seconds(now)
+    claims: dict[str, object] = {
         "door": door,
-        "person": person,
-        "event_id": event_id,
+        "sub": person,
+        "jti": event_id,
         "seq": seq,
-        "ts": ts,
-        "expires_at": _signed_seconds(ts + ttl_s),
+        "iat": iat,
+        "exp": _seconds(iat + ttl_s),
+        # The shape is fixed now so controllers can start reading it; a liveness stage
+        # fills in its method and score.
+        "liveness": dict(liveness) if liveness else {"method": NO_LIVENESS, "score": None},
     }
-    payload["sig"] = sign(payload, key)
-    return payload
+    return SignedUnlock(sign_unlock(claims, key), claims)
 
 
-def _signed_seconds(seconds: float) -> int | float:
-    """Epoch seconds as a controller in any language re-serialises them, byte for byte.
-
-    Millisecond precision keeps the digits short; an integral value is an int because
-    Python writes the float as ``1796022114.0`` where JavaScript writes ``1796022114``.
-    """
+def _seconds(seconds: float) -> int | float:
+    """Epoch seconds with millisecond precision, an int when integral (short, and what a
+    JWT library expects of a NumericDate)."""
     rounded = round(float(seconds), 3)  # float(): int.is_integer() needs Python 3.12
     return int(rounded) if rounded.is_integer() else rounded

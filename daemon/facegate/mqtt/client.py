@@ -46,16 +46,20 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from facegate.config.mqtt import MqttConfig
 from facegate.errors import BadInputError
 from facegate.files import KIB, MIB, read_regular_file, read_regular_text
-from facegate.mqtt.bus import DoorBus, VerifyHandler, build_unlock
+from facegate.keys import PrivateKey
+from facegate.mqtt.bus import DoorBus, SignedUnlock, VerifyHandler, build_unlock
 from facegate.mqtt.journal import DEFAULT_MAX_BYTES, EntryKind, Journal, JournalEntry
 from facegate.mqtt.requests import parse_verify_request
-from facegate.mqtt.signing import MIN_KEY_BYTES, load_signing_key
+from facegate.mqtt.signing import load_door_keys
 
 logger = logging.getLogger(__name__)
 # paho's own messages (every packet at DEBUG): a child logger, so they can be silenced alone.
 _paho_logger = logging.getLogger(f"{__name__}.paho")
 
 RESULT_TTL_S: Final = 30.0
+#: RFC 7515 section 9.2.1: the media type of a JWS compact serialisation, sent as the MQTT v5
+#: content type of every unlock so a controller can tell the contract version it receives.
+UNLOCK_CONTENT_TYPE: Final = "application/jose"
 MAX_INFLIGHT: Final = 100
 
 
@@ -102,7 +106,7 @@ class MqttPublisher(DoorBus):
         device: str,
         doors: Sequence[str],
         journal_dir: Path,
-        signing_keys: Mapping[str, bytes] | None = None,
+        signing_keys: Mapping[str, PrivateKey] | None = None,
         clock: Callable[[], float] = time.time,
         journal_max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
@@ -117,13 +121,17 @@ class MqttPublisher(DoorBus):
         self._clock = clock
         # door -> unlock key; without per-door keys every door signs with the shared one.
         if signing_keys is None:
-            shared = load_signing_key(config.signing_key_file)
-            signing_keys = {door: shared for door in self._doors}
+            path, field = config.signing_key_path
+            source = (path, field, config.signing_algorithm)
+            signing_keys = load_door_keys({door: source for door in self._doors})
         if missing := set(self._doors) - set(signing_keys):
             raise ValueError(f"no signing key for doors {sorted(missing)}")
-        if weak := sorted(d for d in self._doors if len(signing_keys[d]) < MIN_KEY_BYTES):
-            raise ValueError(f"signing keys shorter than {MIN_KEY_BYTES} bytes for doors {weak}")
         self._keys = dict(signing_keys)
+        if config.signing is None:
+            logger.warning(
+                "mqtt.signing_key_file is the old form of mqtt.signing (hs256): unlocks are JWS"
+                " now and controllers must verify them as such (docs/migration-jws.md)"
+            )
         self._journal = Journal(
             journal_dir,
             max_entries=config.journal_max_entries,
@@ -191,7 +199,7 @@ class MqttPublisher(DoorBus):
 
     def publish_unlock(
         self, door: str, person: str, event_id: str, ttl_s: float | None = None
-    ) -> dict[str, object]:
+    ) -> SignedUnlock | None:
         self._check_known_door(door)
         ttl = self._config.unlock_ttl_s if ttl_s is None else ttl_s
         with self._lock:
@@ -199,21 +207,19 @@ class MqttPublisher(DoorBus):
                 seq = self._journal.next_seq()
             except OSError as exc:
                 self._journal_failed(EntryKind.UNLOCK, topic(self._prefix, door, "unlock"), exc)
-                return {}
+                return None
             key = self._keys[door]
-            payload = build_unlock(key, door, person, event_id, seq, self._clock(), ttl)
-            expires_at = payload["expires_at"]
-            assert isinstance(expires_at, int | float)  # int when integral: see build_unlock
+            unlock = build_unlock(key, door, person, event_id, seq, self._clock(), ttl)
             if not self._submit(
                 EntryKind.UNLOCK,
                 topic(self._prefix, door, "unlock"),
-                _dumps(payload),
+                unlock.token.encode("ascii"),
                 seq=seq,
-                expires_at=float(expires_at),
+                expires_at=unlock.expires_at,
             ):
-                return {}
+                return None
         logger.info("unlock door=%s person=%s seq=%d event_id=%s", door, person, seq, event_id)
-        return payload
+        return unlock
 
     def publish_verify_result(self, door: str, result: Mapping[str, object]) -> None:
         self._check_known_door(door)
@@ -346,6 +352,8 @@ class MqttPublisher(DoorBus):
                 return
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.MessageExpiryInterval = _expiry_interval_s(entry.expires_at, now)
+            if entry.kind == EntryKind.UNLOCK:
+                properties.ContentType = UNLOCK_CONTENT_TYPE
         info = self._client.publish(
             entry.topic, entry.payload, qos=1, retain=False, properties=properties
         )

@@ -29,6 +29,7 @@ class TopicSpec:
     delivery: str
     summary: str
     fields: tuple[PayloadField, ...]
+    payload: str = "JSON object"  # what the message body is; `fields` are its members
 
     @property
     def names(self) -> frozenset[str]:
@@ -77,17 +78,26 @@ EVENT: Final = TopicSpec(
 UNLOCK: Final = TopicSpec(
     "unlock",
     "out",
-    "QoS 1, never retained, MQTT v5 message expiry",
-    "open the door now; accept only if `sig` holds, `expires_at` is ahead and `seq` is new",
+    "QoS 1, never retained, MQTT v5 message expiry, content type `application/jose`",
+    "open the door now; accept only if the JWS signature holds, `exp` is ahead, `jti` is"
+    " unseen and `seq` is new",
     (
         PayloadField("door", "string", "the door id: refuse an unlock for another door"),
-        PayloadField("person", "string", "who is let in"),
-        PayloadField("event_id", "string", "the event of this decision"),
+        PayloadField("sub", "string", "the person let in"),
+        PayloadField("jti", "string", "the event id of this decision (unique)"),
         PayloadField("seq", "integer", "increases with every unlock of this device"),
-        PayloadField("ts", "number", "issued, epoch seconds (integer or 3 decimals)"),
-        PayloadField("expires_at", "number", "refuse after this, epoch seconds"),
-        PayloadField("sig", "string", "hex HMAC-SHA256 of the canonical JSON without `sig`"),
+        PayloadField("iat", "number", "issued, epoch seconds (integer or 3 decimals)"),
+        PayloadField("exp", "number", "refuse from this moment on, epoch seconds"),
+        PayloadField(
+            "liveness",
+            "object or null",
+            '`{"method": string, "score": number 0..1 or null}`; method `none` until a'
+            " liveness stage runs",
+            optional=True,
+        ),
     ),
+    payload="JWS compact serialisation, RFC 7515: `alg` EdDSA (Ed25519) or HS256, `typ`"
+    " `facegate-unlock+jwt`; these are its claims",
 )
 VERIFY: Final = TopicSpec(
     "verify",
@@ -179,7 +189,7 @@ def render_markdown(prefix: str = "facegate") -> str:
         ),
     ]
     for spec in TOPICS:
-        lines += ["", f"`{spec.suffix}` payload (JSON object):", ""]
+        lines += ["", f"`{spec.suffix}` payload ({spec.payload}):", ""]
         lines += ["| field | type | meaning |", "|---|---|---|"]
         lines += [
             f"| `{f.name}` | {f.type}{' (optional)' if f.optional else ''} | {f.meaning} |"

@@ -1,36 +1,35 @@
-"""Unlock signing (HMAC-SHA256 over canonical JSON) and the reference verifier for controllers.
+"""Unlocks as JWS (RFC 7515) and the reference verifier door controllers run.
 
-Canonical form: the payload without ``sig``, ``json.dumps(sort_keys=True,
-separators=(",", ":"))`` with Python's default ASCII escaping, UTF-8 encoded. A
-controller in another language must reproduce exactly these bytes (JavaScript:
-``JSON.parse``, sort the keys, ``JSON.stringify``), so a signed payload only holds values
-that both languages write the same way:
+An unlock on the wire is one JWS compact serialisation, ``HEADER.PAYLOAD.SIGNATURE``
+(base64url, ASCII), and nothing else. The signature covers the exact bytes sent: a
+controller checks it over the first two segments as they arrived and only then parses
+the payload, so no language has to reproduce Python's JSON formatting. Algorithms:
 
-- strings that are ASCII ids (door and person slugs, hex event ids), so Python's ``\\u``
-  escaping never applies;
-- ``seq``: an integer in [0, 2**53), exact in a JavaScript Number;
-- ``ts`` and ``expires_at``: epoch seconds (magnitude ~1e9), an int when the value is
-  integral, else a float with at most 3 decimals. For these Python's ``repr`` and
-  JavaScript's ``Number#toString`` agree (both write the shortest round-trip digits, in
-  plain notation from 1e-4 to 1e16). They differ for integral floats (``1796022114.0``
-  vs ``1796022114``), which are therefore never emitted, and in exponent notation
-  (``1e-07`` vs ``1e-7``), which no such number needs.
+- ``EdDSA`` (Ed25519, RFC 8037), the default: controllers hold only the public key and
+  cannot forge an unlock for any door;
+- ``HS256`` with a secret per door, for controllers without Ed25519: a leaked controller
+  secret can forge unlocks for that door only.
 
-The trust-and-fleet issue replaces this re-serialisation with a signed byte string.
+Header: ``{"alg": "EdDSA"|"HS256", "kid": <RFC 7638 thumbprint, Ed25519 only>,
+"typ": "facegate-unlock+jwt"}``. The explicit ``typ`` (RFC 8725 section 3.11) keeps an
+unlock from being mistaken for any other token signed with a related key. Claims:
+``door``, ``sub`` (person), ``jti`` (event id), ``seq``, ``iat``, ``exp`` (epoch seconds,
+an int or a float with at most 3 decimals) and ``liveness`` (``{"method", "score"}``;
+``{"method": "none", "score": null}`` until a liveness stage runs).
 
-Every message the verifier reads is untrusted: ``load_json_object`` parses it strictly
-and ``UnlockVerifier.verify`` raises nothing but ``UnlockRejected``.
+Signing and the signature check are PyJWT's; what is ours is the part no JOSE library
+knows: door, freshness and replay (``exp``, ``seq``, ``jti``), and a strict reading of
+untrusted bytes (``UnlockVerifier.verify`` raises nothing but ``UnlockRejected``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import base64
+import binascii
 import json
 import logging
 import math
 import re
-import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -38,46 +37,63 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from facegate.errors import BadInputError, FacegateError
-from facegate.files import KIB, read_regular_text
+from jwt.api_jws import PyJWS
+from jwt.exceptions import PyJWTError
+
+from facegate.errors import FacegateError
+from facegate.keys import KeyType, PrivateKey, PublicKey, load_private_key
 
 logger = logging.getLogger(__name__)
 
-SIG_FIELD: Final = "sig"
-MIN_KEY_BYTES: Final = 16
+UNLOCK_TYP: Final = "facegate-unlock+jwt"
+JWS_ALG: Final = {KeyType.ED25519: "EdDSA", KeyType.HS256: "HS256"}
 MAX_UNLOCK_BYTES: Final = 4096
 DEFAULT_MAX_SKEW_S: Final = 2.0
 DEFAULT_REPLAY_WINDOW: Final = 4096
-# Our messages are flat objects (depth 1); the rest is room for fields a newer sender may
-# add. Far below the recursion limit that json.loads would otherwise run into.
+NO_LIVENESS: Final = "none"
+# Our messages are flat objects (depth 1, liveness 2); the rest is room for fields a newer
+# sender may add. Far below the recursion limit that json.loads would otherwise run into.
 MAX_JSON_DEPTH: Final = 4
 # I-JSON (RFC 7493): integers beyond this lose precision in a JavaScript Number.
 MAX_SAFE_INTEGER: Final = 2**53 - 1
-_SIG_PATTERN: Final = re.compile(r"[0-9a-f]{64}")
+_HEADER_KEYS: Final = frozenset({"alg", "typ", "kid"})
+# Three base64url segments without padding: anything else is refused before decoding.
+_COMPACT: Final = re.compile(rb"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _QUOTE: Final = ord('"')
 _BACKSLASH: Final = ord("\\")
 _OPENERS: Final = frozenset(b"[{")
 _CLOSERS: Final = frozenset(b"]}")
+_JWS: Final = PyJWS()
 
 
-def canonical_json(payload: Mapping[str, object]) -> bytes:
-    """The exact bytes that are signed: payload minus ``sig``, sorted keys, no spaces."""
-    body = {key: value for key, value in payload.items() if key != SIG_FIELD}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+# -- signing -----------------------------------------------------------------------------
 
 
-def sign(payload: Mapping[str, object], key: bytes) -> str:
-    """Hex HMAC-SHA256 of the canonical JSON of ``payload``."""
-    return hmac.new(key, canonical_json(payload), hashlib.sha256).hexdigest()
+def sign_unlock(claims: Mapping[str, object], key: PrivateKey) -> str:
+    """The JWS compact serialisation of `claims` (compact JSON, the exact signed bytes)."""
+    payload = json.dumps(claims, separators=(",", ":"), allow_nan=False).encode()
+    headers: dict[str, object] = {"typ": UNLOCK_TYP}
+    public = key.public()
+    if public.kid is not None:
+        headers["kid"] = public.kid
+    signer = key.ed25519() if key.type is KeyType.ED25519 else key.secret
+    return _JWS.encode(payload, signer, algorithm=JWS_ALG[key.type], headers=headers)
 
 
-def signature_valid(payload: Mapping[str, object], key: bytes) -> bool:
-    """True when ``payload["sig"]`` matches; constant-time comparison."""
-    sig = payload.get(SIG_FIELD)
-    # compare_digest raises TypeError on non-ASCII str: check the shape first.
-    if not isinstance(sig, str) or _SIG_PATTERN.fullmatch(sig) is None:
-        return False
-    return hmac.compare_digest(sign(payload, key).encode(), sig.encode())
+def load_door_keys(sources: Mapping[str, tuple[Path, str, str]]) -> dict[str, PrivateKey]:
+    """door -> signing key, from door -> (key file, config field naming it, algorithm);
+    each (file, algorithm) read once; BadInputError names the file and the field."""
+    loaded: dict[tuple[Path, KeyType], PrivateKey] = {}
+    keys: dict[str, PrivateKey] = {}
+    for door, (path, field, algorithm) in sources.items():
+        cache_key = (path, KeyType(algorithm))
+        if cache_key not in loaded:
+            loaded[cache_key] = load_private_key(path, KeyType(algorithm), field)
+        keys[door] = loaded[cache_key]
+    return keys
+
+
+# -- strict JSON ---------------------------------------------------------------------------
 
 
 class JsonRejected(ValueError):
@@ -166,39 +182,7 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return body
 
 
-def load_signing_key(path: Path, field: str = "mqtt.signing_key_file") -> bytes:
-    """Read a hex key file; BadInputError naming the file and config field if unusable."""
-    # A regular file of at most 4 KiB (a key is 64 hex digits): a FIFO or /dev/zero is refused.
-    what = "signing key file"
-    text = read_regular_text(path, 4 * KIB, field=field, what=what, encoding="ascii").strip()
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        # Never echo the file content: it is (almost) a secret.
-        raise BadInputError(path, "signing key is not hex", field=field) from None
-    if len(key) < MIN_KEY_BYTES:
-        raise BadInputError(
-            path, f"signing key has {len(key)} bytes, need at least {MIN_KEY_BYTES}", field=field
-        )
-    _warn_if_readable_by_others(path)
-    return key
-
-
-def load_door_keys(sources: Mapping[str, tuple[Path, str]]) -> dict[str, bytes]:
-    """door -> key, from door -> (key file, config field naming it); each file read once."""
-    loaded: dict[Path, bytes] = {}
-    keys: dict[str, bytes] = {}
-    for door, (path, field) in sources.items():
-        if path not in loaded:
-            loaded[path] = load_signing_key(path, field)
-        keys[door] = loaded[path]
-    return keys
-
-
-def _warn_if_readable_by_others(path: Path) -> None:
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & (stat.S_IRGRP | stat.S_IROTH | stat.S_IWGRP | stat.S_IWOTH):
-        logger.warning("signing key %s has mode %o; chmod 600 it", path, mode)
+# -- verifying -----------------------------------------------------------------------------
 
 
 class UnlockRejected(FacegateError):
@@ -211,35 +195,51 @@ class UnlockRejected(FacegateError):
 
 
 @dataclass(frozen=True)
+class Liveness:
+    """The ``liveness`` claim: how the daemon judged the face was live, and how sure."""
+
+    method: str  # "none" until a liveness stage runs
+    score: float | None  # 0..1, None when the method gives none
+
+
+@dataclass(frozen=True)
 class VerifiedUnlock:
     """An unlock that passed every check; act on it once."""
 
     door: str
-    person: str
-    event_id: str
+    person: str  # the `sub` claim
+    event_id: str  # the `jti` claim
     seq: int
-    ts: float
-    expires_at: float
+    issued_at: float  # `iat`
+    expires_at: float  # `exp`
+    liveness: Liveness
 
 
 class UnlockVerifier:
-    """Reference verifier for one door: signature, door, freshness, replay by seq and event_id.
+    """Reference verifier for one door: signature, door, freshness, replay by seq and jti.
 
+    ``key``: the door's Ed25519 public key, or its HS256 secret (a ``PublicKey`` of type
+    hs256, or the raw bytes). Only that key's algorithm is accepted: a token whose header
+    names another is refused before any signature check (no algorithm confusion).
     Not thread-safe: a controller verifies messages one at a time.
     """
 
     def __init__(
         self,
-        key: bytes,
+        key: PublicKey | bytes,
         door: str,
         *,
         clock: Callable[[], float] = time.time,
         max_skew_s: float = DEFAULT_MAX_SKEW_S,
         replay_window: int = DEFAULT_REPLAY_WINDOW,
     ) -> None:
-        if len(key) < MIN_KEY_BYTES:
-            raise ValueError(f"key must have at least {MIN_KEY_BYTES} bytes")
-        self._key = key
+        self._key = key if isinstance(key, PublicKey) else PublicKey(KeyType.HS256, key)
+        if self._key.type is KeyType.HS256:
+            PrivateKey(KeyType.HS256, self._key.material)  # ValueError when too short
+        self._alg = JWS_ALG[self._key.type]
+        self._verifier = (
+            self._key.ed25519() if self._key.type is KeyType.ED25519 else self._key.material
+        )
         self._door = door
         self._clock = clock
         self._max_skew_s = max_skew_s
@@ -254,11 +254,10 @@ class UnlockVerifier:
 
     def verify(self, payload: bytes) -> VerifiedUnlock:
         """Return the unlock if it may open the door now, else raise UnlockRejected."""
-        message = _parse(payload)
-        unlock = _fields(message)
-        _check_sig_shape(message)
-        if not signature_valid(message, self._key):
-            raise UnlockRejected("bad_signature")
+        token = _compact(payload)
+        self._check_header(token)
+        claims = _claims(self._signed_payload(token))
+        unlock = _fields(claims)
         if unlock.door != self._door:
             raise UnlockRejected("wrong_door", f"for {unlock.door!r}, this is {self._door!r}")
         self._check_time(unlock)
@@ -266,18 +265,36 @@ class UnlockVerifier:
         self._remember(unlock)
         return unlock
 
+    def _check_header(self, token: bytes) -> None:
+        header = _json(_b64decode(token.split(b".", 1)[0]), "bad_header")
+        if not header.keys() <= _HEADER_KEYS:
+            raise UnlockRejected("bad_header", "unexpected header parameter")
+        if header.get("alg") != self._alg:
+            raise UnlockRejected("bad_header", f"alg must be {self._alg}")
+        if header.get("typ") != UNLOCK_TYP:
+            raise UnlockRejected("bad_header", f"typ must be {UNLOCK_TYP}")
+
+    def _signed_payload(self, token: bytes) -> bytes:
+        try:
+            decoded = _JWS.decode_complete(token, self._verifier, algorithms=[self._alg])
+        except PyJWTError:
+            raise UnlockRejected("bad_signature") from None
+        payload = decoded["payload"]
+        assert isinstance(payload, bytes)
+        return payload
+
     def _check_time(self, unlock: VerifiedUnlock) -> None:
         now = self._clock()
         if unlock.expires_at <= now:
             raise UnlockRejected("expired", f"{now - unlock.expires_at:.3f} s ago")
-        if unlock.ts > now + self._max_skew_s:
-            raise UnlockRejected("future_ts", f"{unlock.ts - now:.3f} s ahead")
-        if unlock.expires_at < unlock.ts:
-            raise UnlockRejected("bad_field", "expires_at before ts")
+        if unlock.issued_at > now + self._max_skew_s:
+            raise UnlockRejected("future_iat", f"{unlock.issued_at - now:.3f} s ahead")
+        if unlock.expires_at < unlock.issued_at:
+            raise UnlockRejected("bad_field", "exp before iat")
 
     def _check_replay(self, unlock: VerifiedUnlock) -> None:
         if unlock.event_id in self._seen:
-            raise UnlockRejected("replayed", f"event_id {unlock.event_id}")
+            raise UnlockRejected("replayed", f"jti {unlock.event_id}")
         if unlock.seq <= self._last_seq:
             raise UnlockRejected("stale_seq", f"seq {unlock.seq} <= {self._last_seq}")
 
@@ -289,33 +306,61 @@ class UnlockVerifier:
         self._last_seq = unlock.seq
 
 
-def _parse(payload: bytes) -> dict[str, object]:
+def _compact(payload: bytes) -> bytes:
     if len(payload) > MAX_UNLOCK_BYTES:
         raise UnlockRejected("too_large", f"{len(payload)} bytes")
+    if _COMPACT.fullmatch(payload) is None:
+        raise UnlockRejected("malformed", "not a JWS compact serialisation")
+    return payload
+
+
+def _b64decode(segment: bytes) -> bytes:
     try:
-        return load_json_object(payload)
+        return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise UnlockRejected("malformed", "bad base64url") from None
+
+
+def _json(data: bytes, reason: str) -> dict[str, object]:
+    try:
+        return load_json_object(data)
     except JsonRejected as exc:
-        raise UnlockRejected("bad_json", str(exc)) from None
+        raise UnlockRejected(reason, str(exc)) from None
 
 
-def _fields(message: Mapping[str, object]) -> VerifiedUnlock:
-    for name in ("door", "person", "event_id", "seq", "ts", "expires_at", SIG_FIELD):
-        if name not in message:
+def _claims(payload: bytes) -> dict[str, object]:
+    return _json(payload, "bad_json")
+
+
+def _fields(claims: Mapping[str, object]) -> VerifiedUnlock:
+    for name in ("door", "sub", "jti", "seq", "iat", "exp"):
+        if name not in claims:
             raise UnlockRejected("missing_field", name)
     return VerifiedUnlock(
-        door=_text(message, "door"),
-        person=_text(message, "person"),
-        event_id=_text(message, "event_id"),
-        seq=_integer(message, "seq"),
-        ts=_number(message, "ts"),
-        expires_at=_number(message, "expires_at"),
+        door=_text(claims, "door"),
+        person=_text(claims, "sub"),
+        event_id=_text(claims, "jti"),
+        seq=_integer(claims, "seq"),
+        issued_at=_number(claims, "iat"),
+        expires_at=_number(claims, "exp"),
+        liveness=_liveness(claims.get("liveness")),
     )
 
 
-def _check_sig_shape(message: Mapping[str, object]) -> None:
-    sig = message[SIG_FIELD]
-    if not isinstance(sig, str) or _SIG_PATTERN.fullmatch(sig) is None:
-        raise UnlockRejected("bad_field", "sig must be 64 lowercase hex characters")
+def _liveness(value: object) -> Liveness:
+    if value is None:
+        return Liveness(NO_LIVENESS, None)
+    if not isinstance(value, dict):
+        raise UnlockRejected("bad_field", "liveness must be an object or null")
+    method = value.get("method")
+    if not isinstance(method, str) or not method:
+        raise UnlockRejected("bad_field", "liveness.method must be a non-empty string")
+    score = value.get("score")
+    if score is None:
+        return Liveness(method, None)
+    if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
+        raise UnlockRejected("bad_field", "liveness.score must be a number in [0, 1] or null")
+    return Liveness(method, float(score))
 
 
 def _text(message: Mapping[str, object], name: str) -> str:
