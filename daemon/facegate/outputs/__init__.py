@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from facegate.config import FacegateConfig
 from facegate.mqtt.bus import DoorBus
+from facegate.outputs.audit import AuditOutput
 from facegate.outputs.base import Output, OutputWorker
 from facegate.outputs.homeassistant import HomeAssistantOutput
 from facegate.outputs.metrics import DecisionCounter, MetricsOutput
 from facegate.outputs.mqtt import MqttOutput
 
 __all__ = [
+    "AuditOutput",
     "HomeAssistantOutput",
     "MetricsOutput",
     "MqttOutput",
@@ -31,4 +33,6 @@ def build_outputs(
         outputs.append(HomeAssistantOutput(config))
     if metrics is not None:
         outputs.append(MetricsOutput(metrics))
+    if config.audit.enabled:
+        outputs.append(AuditOutput(config.audit))
     return outputs
