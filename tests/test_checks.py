@@ -207,3 +207,21 @@ def test_a_door_may_sign_hs256_while_the_others_use_ed25519(
     assert main(["check-config", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "cameras[1].signing_key_file" in err and "not an HS256 hex secret" in err
+
+
+@pytest.mark.parametrize(
+    ("admin", "outcome"),
+    [("admin.pub", "ok"), ("admin.key", "private key"), ("unlock.pub", "is an unlock key"),
+     ("none.pub", "not found")],
+)  # fmt: skip
+def test_fleet_admin_key_is_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], admin: str, outcome: str
+) -> None:
+    config = ed25519_site(tmp_path)
+    write_unlock_key(tmp_path / "admin.key")
+    config.write_text(config.read_text() + f"fleet: {{site: hq, admin_public_key_file: {admin}}}\n")
+    code = main(["check-config", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert code == (2 if outcome in ("private key", "not found") else 0), err
+    if outcome != "ok":
+        assert outcome in err and admin in err

@@ -21,7 +21,7 @@ from facegate.config.mqtt import TlsConfig
 from facegate.errors import BadInputError, ConfigError, GalleryError
 from facegate.files import MIB, read_regular_file
 from facegate.gallery import Gallery
-from facegate.keys import KeyType
+from facegate.keys import KeyType, load_public_key
 from facegate.mqtt import load_door_keys
 from facegate.mqtt.client import _read_password as read_password  # the very reader `run` uses
 from facegate.vision.engine import MODEL_FILES, pipeline_fingerprint
@@ -45,7 +45,7 @@ def check_all(config_path: Path) -> CheckReport:
     config = load_config(config_path)
     _check_cameras(config, config_path)
     _check_models(config, config_path)
-    key_warnings = _check_signing_keys(config)
+    key_warnings = _check_signing_keys(config) + _check_fleet(config)
     if config.mqtt.password_file is not None:
         read_password(config.mqtt.password_file)
     if config.mqtt.tls is not None:
@@ -102,6 +102,21 @@ def _check_signing_keys(config: FacegateConfig) -> list[str]:
                 "this door's unlocks"
             )
     return warnings
+
+
+def _check_fleet(config: FacegateConfig) -> list[str]:
+    """The admin's public key must load; it must not be the unlock key's public half."""
+    if config.fleet is None:
+        return []
+    field = "fleet.admin_public_key_file"
+    admin = load_public_key(config.fleet.admin_public_key_file, KeyType.ED25519, field)
+    unlock = load_door_keys(config.signing_key_sources())
+    if any(key.public() == admin for key in unlock.values()):
+        return [
+            f"{config.fleet.admin_public_key_file}: the bundle admin key is an unlock key:"
+            " whoever holds the unlock key could also sign enrollments; use separate keys"
+        ]
+    return []
 
 
 def _check_tls(tls: TlsConfig) -> None:

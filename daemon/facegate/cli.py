@@ -6,8 +6,10 @@ Exit codes: 0 ok / match, 1 rejected / no match / unknown, 2 bad input or config
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -320,9 +322,12 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
     from facegate.keys import KeyType, write_new_key
 
     key, written = write_new_key(KeyType(args.type), args.out)
-    print(f"wrote {written[0]} (private, mode 0600: the daemon's, never the controller's)")
+    print(f"wrote {written[0]} (private, mode 0600: keep it where it signs)")
     if len(written) > 1:
-        print(f"wrote {written[1]} (public: give this to the door controller)")
+        print(
+            f"wrote {written[1]} (public: for whoever verifies: the door controllers of an"
+            " unlock key, the devices' fleet.admin_public_key_file of an admin key)"
+        )
         print(f"kid {key.public().kid}")
     else:
         print("hs256: the controller needs this same secret; give each door its own")
@@ -408,6 +413,91 @@ def _print_log_table(rows: Sequence[Any]) -> None:
         print("  ".join([*cells, line[-1]]))
 
 
+def _add_bundle(sub: Any) -> None:
+    parser = sub.add_parser("bundle", help="signed enrollment bundles for a site's devices")
+    bundle = parser.add_subparsers(dest="bundle_command", required=True)
+    build = bundle.add_parser("build", help="pack and sign enrollment.yaml and its photos")
+    build.add_argument("--enrollment", type=Path, required=True, help="enrollment.yaml")
+    build.add_argument("--key", type=Path, required=True, help="the site admin's Ed25519 key")
+    build.add_argument("--site", required=True, help="the site the bundle is for")
+    build.add_argument("--version", type=int, help="bundle version (default: now, epoch s)")
+    build.add_argument("--out", type=Path, required=True, help="bundle file to write")
+    build.set_defaults(handler=_cmd_bundle_build)
+    publish = bundle.add_parser("publish", help="publish a bundle (retained) to its site")
+    publish.add_argument("bundle", type=Path)
+    publish.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="for mqtt:")
+    publish.add_argument("--max-message-bytes", type=int, help="chunk above this size")
+    publish.set_defaults(handler=_cmd_bundle_publish)
+    status = bundle.add_parser("status", help="which device runs which bundle version")
+    status.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="for mqtt:")
+    status.add_argument("--site", help="default: the config's fleet.site")
+    status.add_argument("--wait-s", type=float, default=2.0, help="collect acks this long")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=_cmd_bundle_status)
+
+
+def _cmd_bundle_build(args: argparse.Namespace) -> int:
+    from facegate.fleet.bundle import build_bundle
+    from facegate.keys import KeyType, load_private_key
+
+    if args.version is not None and args.version < 1:
+        raise BadInputError("--version", "must be a positive integer")
+    key = load_private_key(args.key, KeyType.ED25519, field="--key")
+    data = build_bundle(args.enrollment, key, args.site, args.version)
+    _write_atomically(args.out, data)
+    from facegate.fleet.bundle import peek_manifest
+
+    manifest = peek_manifest(data)
+    photos = len(manifest.files) - 1
+    print(f"wrote {args.out}: site {manifest.site}, version {manifest.version}, {photos} photos,")
+    print(f"{len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
+    return EXIT_OK
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    with temp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+def _cmd_bundle_publish(args: argparse.Namespace) -> int:
+    from facegate.config import load_config
+    from facegate.files import read_regular_file
+    from facegate.fleet.bundle import DEFAULT_MAX_BUNDLE_BYTES
+    from facegate.fleet.publish import publish_bundle
+
+    config = load_config(args.config)
+    data = read_regular_file(args.bundle, DEFAULT_MAX_BUNDLE_BYTES, what="bundle")
+    done = publish_bundle(config.mqtt, data, max_message_bytes=args.max_message_bytes)
+    how = f"{done.chunks} chunks of <= {done.max_message_bytes} bytes" if done.chunks else "whole"
+    print(f"published version {done.version} for site {done.site} ({done.size} bytes, {how})")
+    return EXIT_OK
+
+
+def _cmd_bundle_status(args: argparse.Namespace) -> int:
+    from facegate.config import load_config
+    from facegate.fleet.publish import collect_status, status_json
+
+    config = load_config(args.config)
+    site = args.site or (config.fleet.site if config.fleet else None)
+    if site is None:
+        raise BadInputError(args.config, "give --site, or set fleet.site", field="fleet")
+    devices = collect_status(config.mqtt, site, args.wait_s)
+    if args.json:
+        _print_json(status_json(devices))
+        return EXIT_OK
+    print(f"{'device':<24} {'version':>12} {'status':<8} {'people':>6} {'errors':>6}  reason")
+    for d in devices:
+        people = "-" if d.people is None else str(d.people)
+        print(f"{d.device:<24} {d.version:>12} {d.status:<8} {people:>6} {d.errors:>6}  {d.reason}")
+    if not devices:
+        print(f"no device of site {site} has acknowledged a bundle yet")
+    return EXIT_OK
+
+
 _SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_run,
     _add_check_config,
@@ -418,6 +508,7 @@ _SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_bench,
     _add_log,
     _add_keys,
+    _add_bundle,
 ]
 
 

@@ -15,6 +15,7 @@ import logging
 import re
 import signal
 import time
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from types import FrameType
@@ -24,8 +25,9 @@ from facegate.camera import LatestFrameGrabber, source_from_config
 from facegate.config import CameraConfig, FacegateConfig, load_config, load_enrollment
 from facegate.config.diff import changed_paths
 from facegate.decisions import ClaimOutcome, Decision
-from facegate.enroll import enroll
+from facegate.enroll import EnrollReport, enroll
 from facegate.errors import FacegateError
+from facegate.fleet import FleetAgent, start_fleet
 from facegate.gallery import Gallery
 from facegate.keys import PrivateKey
 from facegate.metrics import DaemonMetrics, start_metrics
@@ -52,19 +54,27 @@ WATCHDOG_PING_S: Final = 1.0
 STARTUP_EXTEND_USEC: Final = 15 * 60 * 1_000_000
 
 
-def load_recognition(config: FacegateConfig, engine: FaceEngine) -> Recognition:
+def load_recognition(
+    config: FacegateConfig,
+    engine: FaceEngine,
+    on_report: Callable[[EnrollReport], object] | None = None,
+) -> Recognition:
     """Bring the gallery up to date with enrollment.yaml (incremental) and load it.
 
     Unusable photos are skipped with a warning rather than keeping the door offline, and a
     resident whose photos are all unreadable for now keeps their previous embeddings;
-    `facegate enroll` (strict by default) is where a person fixes them."""
+    `facegate enroll` (strict by default) is where a person fixes them. `on_report` gets
+    the enroll report once the new state is loaded (the fleet acks with it)."""
     report = enroll(config.enrollment, config.gallery, engine, skip_bad=True, keep_previous=True)
     logger.info(
         "gallery %s: %d people, %d images embedded, %d reused",
         config.gallery, report.enrolled, report.embedded, report.reused,
     )  # fmt: skip
     gallery = Gallery.load(config.gallery, engine.fingerprint)
-    return Recognition(config, load_enrollment(config.enrollment), gallery.matcher())
+    state = Recognition(config, load_enrollment(config.enrollment), gallery.matcher())
+    if on_report is not None:
+        on_report(report)
+    return state
 
 
 def quality_gate(config: FacegateConfig) -> QualityGate:
@@ -92,6 +102,7 @@ class Service:
         self._cameras: dict[str, CameraConfig] = {}  # as started: doors change only on restart
         self._door_keys: dict[str, PrivateKey] = {}  # as started: keys change only on restart
         self._next_due: dict[str, float] = {}
+        self._fleet: FleetAgent | None = None  # with `fleet:`, bundles arrive through it
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -113,6 +124,7 @@ class Service:
         bus = self._bus_override or self._make_bus(config, self._door_keys)
         bus.set_verify_handler(self._intake.put)
         bus.start()
+        self._fleet = start_fleet(config, self._request_reload)
         self._metrics = start_metrics(config, engine)
         outputs = build_outputs(config, bus, self._metrics)
         self._outputs = [OutputWorker(output) for output in outputs]
@@ -131,6 +143,8 @@ class Service:
                 output.close()  # drains what the loop decided, then closes the bus
             if self._metrics is not None:
                 self._metrics.close()
+            if self._fleet is not None:
+                self._fleet.close()
         logger.info("stopped")
         return 0
 
@@ -143,6 +157,10 @@ class Service:
             journal_dir=config.journal,
             signing_keys=door_keys,
         )
+
+    def _request_reload(self) -> None:
+        """The fleet unpacked a new enrollment: reload it as SIGHUP does (from any thread)."""
+        self._reload = True
 
     def _install_signal_handlers(self) -> None:
         def stop(signum: int, _frame: FrameType | None) -> None:
@@ -275,16 +293,21 @@ class Service:
         try:
             config = load_config(self._config_path)
             engine.gate = quality_gate(config)  # enrollment must pass the new gate
-            new_state = load_recognition(config, engine)
+            fleet_report = self._fleet.reloaded if self._fleet is not None else None
+            new_state = load_recognition(config, engine, on_report=fleet_report)
         except (FacegateError, OSError, ValueError) as exc:
             engine.gate = previous_gate
             logger.error("reload failed, keeping the previous configuration: %s", exc)
+            if self._fleet is not None:
+                self._fleet.reload_failed(str(exc))
             self._notify_reloaded()
             return state
         except Exception:
             # A bug or an input no parser foresaw: the door must keep working as before.
             engine.gate = previous_gate
             logger.exception("reload failed unexpectedly, keeping the previous configuration")
+            if self._fleet is not None:
+                self._fleet.reload_failed("unexpected error, see the daemon log")
             self._notify_reloaded()
             return state
         if self._keys_changed(config):

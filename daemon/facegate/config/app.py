@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from facegate.config.fleet import FleetConfig
 from facegate.config.loader import first_duplicate, located_error
 from facegate.config.mqtt import MqttConfig, SigningAlgorithm
 from facegate.config.outputs import AuditConfig, HomeAssistantConfig, MetricsConfig
@@ -295,6 +296,9 @@ class FacegateConfig(BaseModel):
         default="INFO", description="DEBUG | INFO | WARNING | ERROR | CRITICAL"
     )
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    fleet: FleetConfig | None = Field(
+        default=None, description="take the enrollment from the site's signed bundles (off)"
+    )
     homeassistant: HomeAssistantConfig = Field(
         default_factory=HomeAssistantConfig, description="Home Assistant MQTT discovery (off)"
     )
