@@ -284,7 +284,7 @@ sys_run chown "$SVC_USER:$SVC_USER" "$(r "$key")"
 
 [[ ! -f $SRC/docs/deployment.md ]] ||
   install_file "$SRC/docs/deployment.md" "$PREFIX/share/doc/deployment.md" 0644
-for f in facegate.conf acl; do
+for f in facegate.conf acl bridge-site.conf; do
   install_file "$SRC/systemd/mosquitto/$f" "$PREFIX/share/mosquitto/$f" 0644
 done
 install_file "$SRC/scripts/gen-test-certs.sh" "$PREFIX/share/mosquitto/gen-test-certs.sh" 0755
