@@ -38,8 +38,11 @@ models: apt-deps $(BUILD_VENV)/.installed
 	$(BUILD_VENV)/bin/python scripts/build_models.py --cache $(CACHE) --out models
 
 # Style and types are part of the test: ruff and mypy --strict run before pytest.
+# Two workers (this is a 2-core board's count too): many end-to-end tests wait on a broker
+# or a daemon, so the CPU-bound tests (fuzzing, models) fill that time. One test file per
+# worker keeps module fixtures (a daemon, a broker) whole.
 test: install models lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check daemon scripts tests
