@@ -7,8 +7,8 @@
 `journal`: the MQTT event journal as one JSON file per message (facegate.mqtt.journal, today)
 against `SqliteJournal` below (stdlib sqlite3, WAL, synchronous=FULL for appends): append
 latency per durable message, startup and resend (pending + ack of every entry) with 10,000
-pending, disk bytes, lines of code, and a SIGKILL-at-random check that no acknowledged
-append is lost.
+pending, disk bytes, lines of code, a SIGKILL-at-random check that no acknowledged append
+is lost, and what each does when the disk is full (a 512 KiB tmpfs: needs root).
 
 `journal-tests`: runs the project's journal, broker and outage tests UNCHANGED against the
 sqlite prototype: a snapshot of HEAD (`git archive`) in a temp folder whose journal.py ends
@@ -21,7 +21,9 @@ arrays in hand, `load` = open + the same guarantees `Gallery.load` gives (checks
 every byte, the content checks of `Gallery(...)`, per-person columns copied to the heap).
 safetensors is a measurement-only dependency: `.venv/bin/pip install safetensors`.
 
-Prints JSON. Every timing is a median over fresh runs on a shared machine: noisy.
+Prints JSON. Every timing is a median over fresh runs on a shared machine: noisy. It imports
+facegate from the work tree; while others edit it, measure HEAD instead:
+`git archive HEAD daemon | tar -x -C /tmp/fg-head` and `PYTHONPATH=/tmp/fg-head/daemon`.
 """
 
 from __future__ import annotations
@@ -643,14 +645,15 @@ _KILLEE_EVERY_ACK: Final = 3
 
 
 def killee(kind: str, directory: Path) -> None:
-    """Append forever, printing `+seq` once append returned and `-seq` once ack returned."""
+    """Append forever, printing `+seq` once append returned and `-seq` before each ack."""
     journal = JOURNALS[kind](directory)
     for i in range(10**9):
         entry = journal.append(EntryKind.EVENT, "facegate/front/event", event_payload(i))
         print(f"+{entry.seq}", flush=True)
         if i % _KILLEE_EVERY_ACK == 0:
-            journal.ack(entry.seq)
+            # Reported before the ack: a kill between the two must not look like a loss.
             print(f"-{entry.seq}", flush=True)
+            journal.ack(entry.seq)
 
 
 def sigkill_check(kills: int) -> dict[str, Any]:
@@ -942,8 +945,6 @@ def load_format(fmt: str, path: Path) -> Any:
 
 def time_load(fmt: str, path: Path, level: str) -> dict[str, float]:
     """In the fresh process: import, then time one open or load."""
-    import resource
-
     import numpy  # noqa: F401  (imports are not what is measured)
 
     from facegate.gallery import Gallery  # noqa: F401
@@ -959,7 +960,10 @@ def time_load(fmt: str, path: Path, level: str) -> dict[str, float]:
         gallery = load_format(fmt, path)
         float(gallery.templates.sum())
     ms = (time.perf_counter() - start) * 1000
-    return {"ms": ms, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
+    status = Path("/proc/self/status").read_text()
+    hwm_kb = int(status.split("VmHWM:")[1].split()[0])
+    return {"ms": ms, "max_rss_mb": hwm_kb / 1024}
 
 
 def check_formats(directory: Path) -> dict[str, str]:
