@@ -6,6 +6,7 @@ Prints: enrolling 5-celebrity train from scratch and unchanged (s), identify aga
 10k and 100k people x 5 synthetic unit embeddings (median ms), loading a 100k x 5 gallery
 (ms, fresh process), and on the real data TAR at L2 0.9 / at zero false accepts for nearest
 embedding vs per-person mean template (val probes against the train gallery).
+The .fgg format against safetensors, .npz and .npy (mmap): scripts/bench_storage.py gallery.
 """
 
 from __future__ import annotations

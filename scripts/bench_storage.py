@@ -693,6 +693,16 @@ def sigkill_check(kills: int) -> dict[str, Any]:
     return out
 
 
+def checkpoints(journal: SqliteJournal) -> dict[str, str]:
+    out = {}
+    for mode in ("PASSIVE", "RESTART", "TRUNCATE"):
+        try:
+            out[mode] = str(journal._db.execute(f"PRAGMA wal_checkpoint({mode})").fetchone())
+        except sqlite3.Error as exc:
+            out[mode] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
 def disk_full_check() -> dict[str, Any]:
     """Fill a 512 KiB tmpfs (needs root): the append that does not fit must raise OSError
     (ENOSPC) and leave no entry; acks must still work and free room for the next append."""
@@ -727,6 +737,8 @@ def disk_full_check() -> dict[str, Any]:
                     acks_ok += journal.ack(seq)
                 except OSError as exc:
                     result["ack_error"] = str(exc)
+                    if isinstance(journal, SqliteJournal):  # can a checkpoint make room?
+                        result["checkpoints"] = checkpoints(journal)
                     break
             result["acks_ok_of_half"] = f"{acks_ok}/{len(stored) // 2}"
             try:
