@@ -46,7 +46,7 @@ from paho.mqtt.properties import Properties
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-from broker import MosquittoBroker  # noqa: E402
+from broker import MosquittoBroker, free_port  # noqa: E402
 from scenes import (  # noqa: E402
     empty_frame,
     fit,
@@ -249,6 +249,11 @@ def main() -> int:
     parser.add_argument("--cpu-seconds", type=float, default=60.0)
     parser.add_argument("--approaches", type=int, default=12)
     parser.add_argument("--outages", type=int, default=2)
+    parser.add_argument(
+        "--with-outputs",
+        action="store_true",
+        help="also run Home Assistant discovery, metrics (free port) and the audit trail",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="facegate-bench-") as tmp:
@@ -269,6 +274,13 @@ def main() -> int:
                 mqtt_extra={"reconnect_max_s": 2},
                 signing={"algorithm": "ed25519", "key_file": "unlock.key"},
             )  # fmt: skip
+            if args.with_outputs:
+                with config.open("a") as extra:
+                    extra.write(
+                        "homeassistant: {enabled: true, face_image: true}\n"
+                        f"metrics: {{enabled: true, listen: '127.0.0.1:{free_port()}'}}\n"
+                        "audit: {enabled: true, path: audit.db, snapshots: true}\n"
+                    )
             sub = Collector(broker.port)
             log = root / "daemon.log"
             with log.open("wb") as out:

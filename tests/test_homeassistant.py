@@ -33,6 +33,7 @@ from door_site import (
     topic,
 )
 from facegate.config import FacegateConfig, load_config
+from facegate.config.outputs import AuditConfig, HomeAssistantConfig
 from facegate.decisions import Decision, ReasonCode
 from facegate.outputs.homeassistant import (
     EVENT_TYPES,
@@ -40,6 +41,7 @@ from facegate.outputs.homeassistant import (
     Topics,
     discovery_payload,
 )
+from facegate.pipeline import wants_face_snapshots
 from facegate.snapshots import face_jpeg
 from scenes import write_config, write_key
 
@@ -338,3 +340,15 @@ def test_face_jpeg_fits_its_bound() -> None:
         jpeg = face_jpeg(noise, limit)
         assert jpeg is not None and len(jpeg) <= limit and jpeg[:2] == b"\xff\xd8"
     assert face_jpeg(noise, 100) is None
+
+
+def test_faces_are_encoded_only_when_an_output_asks(tmp_path: Path) -> None:
+    config = ha_config(tmp_path, 1883)  # Home Assistant on, face_image off
+    assert not wants_face_snapshots(config)
+    for update, wanted in (
+        ({"homeassistant": HomeAssistantConfig(enabled=True, face_image=True)}, True),
+        ({"homeassistant": HomeAssistantConfig(enabled=False, face_image=True)}, False),
+        ({"audit": AuditConfig(enabled=True, snapshots=True)}, True),
+        ({"audit": AuditConfig(enabled=True, snapshots=False)}, False),
+    ):
+        assert wants_face_snapshots(config.model_copy(update=update)) is wanted, update
