@@ -52,6 +52,8 @@ def check_all(config_path: Path) -> CheckReport:
         _check_tls(config.mqtt.tls)
     _check_writable(config.gallery.parent, config_path, "gallery")
     _check_writable(config.journal, config_path, "journal")
+    if config.fleet is not None:  # bundles rewrite the enrollment file and unpack beside it
+        _check_writable(config.enrollment.parent, config_path, "enrollment")
     if config.audit.enabled:
         _check_writable(config.audit.path.parent, config_path, "audit.path")
     enrollment = _load_enrollment(config, config_path)
