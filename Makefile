@@ -40,9 +40,11 @@ models: apt-deps $(BUILD_VENV)/.installed
 # Style and types are part of the test: ruff and mypy --strict run before pytest.
 # Two workers (this is a 2-core board's count too): many end-to-end tests wait on a broker
 # or a daemon, so the CPU-bound tests (fuzzing, models) fill that time. One test file per
-# worker keeps module fixtures (a daemon, a broker) whole.
+# worker keeps module fixtures (a daemon, a broker) whole. Tests that assert timing
+# (marked `serial`) run afterwards, alone.
 test: install models lint
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not serial"
+	$(BIN)/pytest -q -m serial
 
 lint: install
 	$(BIN)/ruff check daemon scripts tests

@@ -363,6 +363,7 @@ def test_camera_lost_and_back_resumes_frames_and_grants(
     assert daemon.terminate() == 0
 
 
+@pytest.mark.serial
 def test_systemd_ready_and_watchdog_only_while_frames_flow(
     mosquitto: MosquittoBroker, tmp_path: Path, daemons: list[Daemon]
 ) -> None:

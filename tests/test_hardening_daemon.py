@@ -9,11 +9,8 @@ resident; the broker holds retained poison on the verify topic before the daemon
 from __future__ import annotations
 
 import json
-import os
 import signal
 import struct
-import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -30,7 +27,6 @@ from broker import MosquittoBroker
 from door_site import (
     DOOR,
     RESIDENT,
-    START_S,
     STRANGER,
     WAIT_S,
     Daemon,
@@ -42,6 +38,10 @@ from door_site import (
     topic,
 )
 from facegate.mqtt import UnlockVerifier
+
+# Timing is part of what these tests assert (unlock rhythm under a flood, watchdog gaps):
+# `make test` runs them after the parallel part, alone on the machine.
+pytestmark = pytest.mark.serial
 
 NESTED: Final = b"[" * 1000 + b"]" * 1000
 #: The camera loop: 1 s of hallway, the resident for 1 s; at 10 fps one visit every 2 s.
@@ -125,7 +125,9 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
         )
         # Sorted between the hallway and the resident: read in every loop.
         (site.camera / "000005b.png").write_bytes(header_bomb_png())
-        sub = Subscriber(broker.host, broker.port)
+        # Not the verify topic: recording 10,000 flood messages would load the test itself.
+        watched = [topic(kind) for kind in ("unlock", "event", "verify/result", "status")]
+        sub = Subscriber(broker.host, broker.port, watched)
         # Retained poison and a retained (old) claim, waiting for the daemon's subscription.
         for payload in (NESTED, b'{"request_id": "retained-claim", "identity": "x"}'):
             sub.client.publish(topic("verify"), payload, qos=1, retain=True).wait_for_publish(5)
@@ -266,77 +268,8 @@ def test_no_stranger_was_ever_unlocked(door: Door) -> None:
     assert all(m.claims()["sub"] != STRANGER for m in door.sub.on("unlock"))
 
 
-# -- start-up and values ----------------------------------------------------------------
-
-
-def test_sighup_during_start_up_is_harmless(
-    mosquitto: MosquittoBroker, tmp_path: Path, daemons: list[Daemon]
-) -> None:
-    site = make_site(
-        tmp_path, mosquitto.port, people={RESIDENT: [DOOR]}, scene=hallway(5) + face(RESIDENT, 10)
-    )
-    sub = Subscriber(mosquitto.host, mosquitto.port)
-    try:
-        daemon = Daemon(site.config)
-        daemons.append(daemon)
-        # From the moment facegate's first line runs (its SIGHUP disposition changes; before
-        # that the interpreter starts, about 50 ms, and no code can set a handler) through
-        # imports, model load and enrollment.
-        wait_for_sighup_handled(daemon.pid)
-        started = time.monotonic()
-        while time.monotonic() - started < 1.5 and daemon.proc.poll() is None:
-            daemon.proc.send_signal(signal.SIGHUP)
-            time.sleep(0.02)
-        daemon.wait_ready()
-        sub.wait_for(lambda s: bool(s.unlocks()), timeout=START_S, what="an unlock")
-        assert daemon.terminate() == 0
-    finally:
-        sub.close()
-
-
-@pytest.mark.parametrize(
-    ("extra", "field"),
-    [
-        ("reconnect_max_s: .inf", "mqtt.reconnect_max_s"),
-        ("reconnect_min_s: 1000000, reconnect_max_s: 1000000", "mqtt.reconnect_m"),
-        ('topic_prefix: "face\\0gate"', "mqtt.topic_prefix"),
-        ("topic_prefix: $SYS", "mqtt.topic_prefix"),
-    ],
-)
-def test_run_refuses_what_would_break_it_later(tmp_path: Path, extra: str, field: str) -> None:
-    site = make_site(tmp_path, 1883, people={RESIDENT: [DOOR]}, scene=hallway(1))
-    site.config.write_text(site.config.read_text().replace("mqtt: {", "mqtt: {" + extra + ", "))
-    for command in ("check-config", "run"):
-        done = subprocess.run(
-            [sys.executable, "-m", "facegate", command, "--config", str(site.config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        assert done.returncode == 2, (command, done.stderr[-2000:])
-        assert str(site.config) in done.stderr and field in done.stderr, done.stderr[-2000:]
-        assert "Traceback" not in done.stderr
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
-
-
-def wait_for_sighup_handled(pid: int, timeout_s: float = 10.0) -> None:
-    """Until the process ignores or catches SIGHUP (/proc/PID/status SigIgn / SigCgt)."""
-    bit = 1 << (signal.SIGHUP - 1)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        fields = dict(
-            line.split(":\t", 1)
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-            if ":\t" in line
-        )
-        if (int(fields["SigIgn"], 16) | int(fields["SigCgt"], 16)) & bit:
-            return
-        time.sleep(0.005)
-    raise AssertionError("the daemon never took over SIGHUP")
