@@ -359,7 +359,7 @@ def test_cli_config_gives_paths_models_and_quality_gate(
         config = site.root / "facegate.yaml"
         config.write_text(
             "cameras: [{door: front, source: cam.mp4}]\n"
-            f"recognition: {{min_face_px: {min_face_px}}}\n"
+            f"recognition: {{photos: {{min_face_px: {min_face_px}}}}}\n"
             f"models: {{dir: {json.dumps(str(models_dir))}}}\n"
             "enrollment: enrollment.yaml\n"
             "gallery: var/gallery.fgg\n"
@@ -367,7 +367,7 @@ def test_cli_config_gives_paths_models_and_quality_gate(
         )
         return config
 
-    assert main(["enroll", "--config", str(write_config(400))]) == 2  # the daemon's gate
+    assert main(["enroll", "--config", str(write_config(400))]) == 2  # the daemon's photo gate
     assert "too small" in capsys.readouterr().err and not site.gallery.exists()
     assert main(["enroll", "--config", str(write_config(40))]) == 0
     assert Gallery.load(site.gallery, None).num_embeddings == 16

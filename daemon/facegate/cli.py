@@ -74,21 +74,28 @@ def _load_engine(args: argparse.Namespace) -> FaceEngine:
     return FaceEngine.load(args.models or default_models_dir(), kind, args.threads)
 
 
-def _load_matcher(args: argparse.Namespace, engine: FaceEngine) -> Matcher:
+def _load_matcher(args: argparse.Namespace, engine: FaceEngine, only: str | None = None) -> Matcher:
+    """The gallery's matcher, or one over --refs (only identity `only`'s images, if given);
+    an unusable reference is skipped with one warning line."""
     if args.refs is not None:
-        from facegate.references import load_references
+        from facegate.references import SkippedReference, load_references
 
-        return load_references(args.refs, engine)
+        def warn(skipped: SkippedReference) -> None:
+            print(f"warning: reference skipped: {skipped.reason}", file=sys.stderr)
+
+        return load_references(args.refs, engine, only=only, on_skip=warn).matcher
     from facegate.gallery import Gallery
 
     return Gallery.load(args.gallery, engine.fingerprint).matcher()
 
 
 def _probe_faces(args: argparse.Namespace, engine: FaceEngine) -> list[Any]:
-    """Usable faces in the probe image; an image without one is bad input (exit 2)."""
+    """Usable faces in the probe image (a photo: judged at its native resolution); an image
+    without one is bad input (exit 2)."""
     from facegate.imageio import load_image
+    from facegate.vision.quality import DEFAULT_PHOTO_GATE
 
-    faces = engine.encode(load_image(args.image))
+    faces = engine.encode(load_image(args.image), DEFAULT_PHOTO_GATE)
     if not faces:
         raise BadInputError(args.image, "no face found")
     usable = [f for f in faces if f.embedding is not None]
@@ -119,7 +126,7 @@ def _add_verify(sub: Any) -> None:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     engine = _load_engine(args)
-    matcher = _load_matcher(args, engine)
+    matcher = _load_matcher(args, engine, only=args.identity)  # 1:1: the claim's refs alone
     if args.identity not in matcher:
         raise BadInputError(args.refs or args.gallery, f"{args.identity!r} is not enrolled")
     face = _probe_faces(args, engine)[0]  # largest face: the person at the reader
@@ -211,10 +218,10 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
         raise BadInputError("facegate enroll", "give --config FILE, or --enrollment and --gallery")
     models_dir = args.models or (config.models.dir if config else default_models_dir())
     if config:
-        from facegate.service import quality_gate  # enroll to the gate the daemon applies
+        from facegate.enroll import photo_gate  # the photo gate the daemon enrolls with
 
         m = config.models
-        engine = LazyEngine(models_dir, m.embedder, m.threads, quality_gate(config))
+        engine = LazyEngine(models_dir, m.embedder, m.threads, photo_gate(config))
     else:
         engine = LazyEngine(models_dir)
     report = enroll(enrollment, gallery, engine, skip_bad=args.skip_bad, check_only=args.check)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -16,40 +17,69 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from facegate.config import EnrollmentConfig, Person, load_enrollment
+from facegate.config import EnrollmentConfig, FacegateConfig, Person, load_enrollment
 from facegate.errors import BadInputError, GalleryError, ModelError
 from facegate.gallery import Gallery, GalleryEntry, PersonPolicy
 from facegate.imageio import load_image
 from facegate.vision.engine import EmbedderKind, FaceEngine, pipeline_fingerprint
-from facegate.vision.quality import DEFAULT_GATE, QualityGate
+from facegate.vision.quality import DEFAULT_PHOTO_GATE, Gate, PhotoGate
 from facegate.vision.types import FaceEncoding, ImageArray
 
 logger = logging.getLogger(__name__)
 
 
 class Encoder(Protocol):
-    """What enrollment needs from the face engine (FaceEngine satisfies it)."""
+    """What enrollment needs from the face engine: PhotoEncoder and LazyEngine judge images
+    by a photo gate; a bare FaceEngine (tests) by its own gate."""
 
     @property
     def fingerprint(self) -> str: ...
 
     @property
-    def gate(self) -> QualityGate: ...
+    def gate(self) -> Gate: ...
 
     def encode_one(self, image: ImageArray, source: str | Path) -> FaceEncoding: ...
 
 
+def photo_gate(config: FacegateConfig) -> PhotoGate:
+    """The gate enrollment photos must pass, from `recognition.photos`."""
+    photos = config.recognition.photos
+    return PhotoGate(photos.min_face_px, photos.min_detail_px, photos.max_yaw_deg)
+
+
+class PhotoEncoder:
+    """A loaded FaceEngine that encodes every image under a photo gate (the daemon's
+    enrollment: its engine's own gate is the door's, for live frames)."""
+
+    def __init__(self, engine: FaceEngine, gate: PhotoGate = DEFAULT_PHOTO_GATE) -> None:
+        self._engine = engine
+        self._gate = gate
+
+    @property
+    def fingerprint(self) -> str:
+        return self._engine.fingerprint
+
+    @property
+    def gate(self) -> PhotoGate:
+        return self._gate
+
+    def encode_one(self, image: ImageArray, source: str | Path) -> FaceEncoding:
+        return self._engine.encode_one(image, source, self._gate)
+
+
 class LazyEngine:
-    """A FaceEngine loaded on the first encode: an unchanged re-run never loads the models."""
+    """A FaceEngine loaded on the first encode: an unchanged re-run never loads the models.
+    Every image is judged by `gate`, a photo gate by default."""
 
     def __init__(
         self,
         models_dir: Path,
         embedder: EmbedderKind = "int8",
         threads: int = 2,
-        gate: QualityGate | None = None,
+        gate: Gate | None = None,
     ) -> None:
-        self._load_args = (Path(models_dir), embedder, threads, gate or DEFAULT_GATE)
+        self._load_args = (Path(models_dir), embedder, threads)
+        self._gate: Gate = DEFAULT_PHOTO_GATE if gate is None else gate
         try:
             self.fingerprint = pipeline_fingerprint(Path(models_dir), embedder)
         except OSError as exc:
@@ -60,13 +90,13 @@ class LazyEngine:
         self._engine: FaceEngine | None = None
 
     @property
-    def gate(self) -> QualityGate:
-        return self._load_args[3]
+    def gate(self) -> Gate:
+        return self._gate
 
     def encode_one(self, image: ImageArray, source: str | Path) -> FaceEncoding:
         if self._engine is None:
             self._engine = FaceEngine.load(*self._load_args)
-        return self._engine.encode_one(image, source)
+        return self._engine.encode_one(image, source, self._gate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +165,8 @@ def enroll(
         _check_writable(gallery_path)  # before minutes of embedding, not after
     warnings: list[str] = []
     previous = _previous_gallery(gallery_path, warnings)
-    reusable = _reusable_entries(previous, engine.fingerprint, warnings)
+    measure = quality_measure(engine.gate)
+    reusable = _reusable_entries(previous, engine.fingerprint, measure, warnings)
     run = _Run(config, engine, reusable, skip_bad, warnings, keep_previous)
     for index, person in enumerate(config.people):
         run.add_person(index, person)
@@ -146,6 +177,7 @@ def enroll(
         entries=run.entries,
         schedules={name: s.model_dump(mode="json") for name, s in config.schedules.items()},
         enrollment_sha256=hashlib.sha256(enrollment_path.read_bytes()).hexdigest(),
+        quality_measure=measure,
     )
     changed = previous is None or not gallery.same_content(previous)
     if changed and not check_only:
@@ -321,10 +353,16 @@ def _previous_gallery(path: Path, warnings: list[str]) -> Gallery | None:
         return None
 
 
+def quality_measure(gate: Gate) -> str:
+    """Names how a gate measures sharpness; stored in the gallery beside the entries."""
+    return "native-1" if gate.native else "aligned-1"
+
+
 def _reusable_entries(
-    previous: Gallery | None, fingerprint: str, warnings: list[str]
+    previous: Gallery | None, fingerprint: str, measure: str, warnings: list[str]
 ) -> dict[str, GalleryEntry]:
-    """Previous embeddings by image sha256, if the same model produced them."""
+    """Previous embeddings by image sha256, if the same model produced them and their
+    sharpness was measured the same way (the stored numbers are what the gate re-checks)."""
     if previous is None:
         return {}
     if previous.fingerprint != fingerprint:
@@ -332,10 +370,19 @@ def _reusable_entries(
         logger.info("%s", message)
         warnings.append(message)
         return {}
-    return {e.image_sha256: e for e in previous.entries()}
+    entries = {e.image_sha256: e for e in previous.entries()}
+    if previous.quality_measure != measure:
+        # Once, after an upgrade: photos are now judged at their native resolution. An
+        # unknown (NaN) sharpness fails every gate, so each image is measured again; the
+        # embeddings stay valid for keep_previous.
+        message = "previous gallery measured photo quality another way: re-checking every image"
+        logger.info("%s", message)
+        warnings.append(message)
+        return {key: replace(e, sharpness=math.nan) for key, e in entries.items()}
+    return entries
 
 
-def _passes(entry: GalleryEntry, gate: QualityGate) -> bool:
+def _passes(entry: GalleryEntry, gate: Gate) -> bool:
     """Whether a stored embedding meets today's quality gate; if not, the image is encoded
     again so that a stricter gate rejects it exactly as it would a new image."""
     return not gate.problem(entry.face_px, entry.sharpness, entry.yaw_deg)

@@ -11,7 +11,8 @@ File layout (schema 1), little-endian, one file so one rename replaces it atomic
     24         u32       CRC-32 of the header
     28         4 bytes   zero
     32         H bytes   header, UTF-8 JSON: schema, fingerprint, created, enrollment_sha256,
-                         schedules, file_size, arrays: [{name, dtype, shape, offset,
+                         schedules, quality_measure (optional), file_size,
+                         arrays: [{name, dtype, shape, offset,
                          crc32: CRC-32 of each 16 MiB chunk}]
     ...                  each array raw in C order at a 64-byte aligned offset
 
@@ -144,11 +145,14 @@ class Gallery:
         schedules: Mapping[str, Any] | None = None,
         enrollment_sha256: str = "",
         embedding_dim: int | None = None,
+        quality_measure: str = "",
     ) -> Gallery:
         """A gallery from enrolled people and their images; every person needs >= 1 entry.
 
         `embedding_dim` is the embedder's output size (Embedder.dim): every entry must have
         it; None takes it from the entries (FaceNet's 128 for a gallery without any).
+        `quality_measure` names how the entries' face_px and sharpness were measured, so
+        that enrollment re-measures images stored under another measure.
         """
         ordered = sorted(people, key=lambda p: p.id)
         index = {p.id: i for i, p in enumerate(ordered)}
@@ -171,6 +175,7 @@ class Gallery:
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "enrollment_sha256": enrollment_sha256,
             "schedules": dict(schedules or {}),
+            "quality_measure": quality_measure,
         }
         return cls(meta, arrays)
 
@@ -256,6 +261,11 @@ class Gallery:
     @property
     def enrollment_sha256(self) -> str:
         return str(self._meta["enrollment_sha256"])
+
+    @property
+    def quality_measure(self) -> str:
+        """How the entries' sharpness was measured ("" in galleries older than the key)."""
+        return str(self._meta.get("quality_measure", ""))
 
     @property
     def schedules(self) -> dict[str, Any]:

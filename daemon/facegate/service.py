@@ -25,7 +25,7 @@ from facegate.camera import LatestFrameGrabber, source_from_config
 from facegate.config import CameraConfig, FacegateConfig, load_config, load_enrollment
 from facegate.config.diff import changed_paths
 from facegate.decisions import ClaimOutcome, Decision
-from facegate.enroll import EnrollReport, enroll
+from facegate.enroll import EnrollReport, PhotoEncoder, enroll, photo_gate
 from facegate.errors import FacegateError
 from facegate.fleet import FleetAgent, start_fleet
 from facegate.gallery import Gallery
@@ -65,7 +65,8 @@ def load_recognition(
     resident whose photos are all unreadable for now keeps their previous embeddings;
     `facegate enroll` (strict by default) is where a person fixes them. `on_report` gets
     the enroll report once the new state is loaded (the fleet acks with it)."""
-    report = enroll(config.enrollment, config.gallery, engine, skip_bad=True, keep_previous=True)
+    photos = PhotoEncoder(engine, photo_gate(config))  # photos, not the door's live gate
+    report = enroll(config.enrollment, config.gallery, photos, skip_bad=True, keep_previous=True)
     logger.info(
         "gallery %s: %d people, %d images embedded, %d reused",
         config.gallery, report.enrolled, report.embedded, report.reused,

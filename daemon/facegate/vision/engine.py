@@ -27,7 +27,7 @@ from facegate.vision.landmarks import (
     FaceMeshLandmarker,
 )
 from facegate.vision.liveness import OffLiveness
-from facegate.vision.quality import DEFAULT_GATE, QualityGate, QualityMeter, format_against
+from facegate.vision.quality import DEFAULT_GATE, Gate, QualityGate, QualityMeter, format_against
 from facegate.vision.runtime import file_sha256, runtime_name
 from facegate.vision.stages import Embedder, FaceDetector, Landmarker, LivenessStage, Stage
 from facegate.vision.types import (
@@ -171,10 +171,14 @@ class FaceEngine:
             faces = self.fallback_detector.detect(image)
         return sorted(faces, key=lambda d: d.width, reverse=True)
 
-    def encode_detection(self, image: ImageArray, detection: Detection) -> FaceEncoding:
+    def encode_detection(
+        self, image: ImageArray, detection: Detection, gate: Gate | None = None
+    ) -> FaceEncoding:
         """Locate landmarks, align, gate and (if usable) embed one detected face. A refused
-        face keeps whatever was computed before the refusal and its RefusalReason."""
-        if too_small := self.gate.size_refusal(detection.width):
+        face keeps whatever was computed before the refusal and its RefusalReason. `gate`
+        defaults to the engine's (the door's live gate); photos pass a PhotoGate."""
+        gate = self.gate if gate is None else gate
+        if too_small := gate.size_refusal(detection.width):
             return _refused(detection, too_small)
         timer = self.stage_timer
         mark = time.perf_counter() if timer else 0.0
@@ -186,7 +190,10 @@ class FaceEngine:
         crop = self._aligner.align(image, landmarks)
         if timer:
             mark = timer.lap("align", mark)
-        quality = self._meter.measure(crop, detection.width, landmarks.yaw_deg, self.gate)
+        if gate.native:
+            quality = self._meter.measure_native(image, landmarks, detection.width, gate)
+        else:
+            quality = self._meter.measure(crop, detection.width, landmarks.yaw_deg, gate)
         if timer:
             mark = timer.lap("quality", mark)
         embedding: FloatArray | None = self.embedder.embed(crop) if quality.usable else None
@@ -195,21 +202,23 @@ class FaceEngine:
         crop.flags.writeable = False  # after embedding: observers share the embedder's view
         return FaceEncoding(detection, quality, embedding, landmarks, crop)
 
-    def encode(self, image: ImageArray) -> list[FaceEncoding]:
+    def encode(self, image: ImageArray, gate: Gate | None = None) -> list[FaceEncoding]:
         """Every face in the frame, largest first; `embedding` is None for unusable faces."""
         timer = self.stage_timer
         start = time.perf_counter() if timer else 0.0
         detections = self.detect(image)
         if timer:
             timer.lap("detect", start)
-        faces = [self.encode_detection(image, d) for d in detections]
+        faces = [self.encode_detection(image, d, gate) for d in detections]
         if timer:
             timer.lap("frame", start)  # the whole frame: detection and every face
         return faces
 
-    def encode_one(self, image: ImageArray, source: str | Path) -> FaceEncoding:
+    def encode_one(
+        self, image: ImageArray, source: str | Path, gate: Gate | None = None
+    ) -> FaceEncoding:
         """Exactly one usable face, or an error naming `source` and what is wrong."""
-        faces = self.encode(image)
+        faces = self.encode(image, gate)
         if not faces:
             raise NoFaceError(source, "no face found")
         usable = [f for f in faces if f.embedding is not None]
