@@ -18,8 +18,13 @@ from pydantic import (
 from facegate.config.fleet import FleetConfig
 from facegate.config.loader import first_duplicate, located_error
 from facegate.config.mqtt import MqttConfig, SigningAlgorithm
-from facegate.config.outputs import AuditConfig, HomeAssistantConfig, MetricsConfig
-from facegate.paths import INSTALLED_MODELS_DIR
+from facegate.config.outputs import (
+    AUDIT_FILE_NAME,
+    AuditConfig,
+    HomeAssistantConfig,
+    MetricsConfig,
+)
+from facegate.paths import DEFAULT_GALLERY, DEFAULT_JOURNAL, INSTALLED_MODELS_DIR
 
 DOOR_ID_PATTERN: Final = r"^[a-z0-9_-]{1,32}$"
 URL_SCHEMES: Final = frozenset({"rtsp", "rtsps", "http", "https"})
@@ -314,11 +319,9 @@ class FacegateConfig(BaseModel):
     enrollment: Path = Field(
         default=Path("enrollment.yaml"), description="enrollment file; relative to this YAML"
     )
-    gallery: Path = Field(
-        default=Path("/var/lib/facegate/gallery.fgg"), description="enrolled embeddings file"
-    )
+    gallery: Path = Field(default=DEFAULT_GALLERY, description="enrolled embeddings file")
     journal: Path = Field(
-        default=Path("/var/lib/facegate/journal"),
+        default=DEFAULT_JOURNAL,
         description="folder of events not yet acknowledged by the broker",
     )
     mqtt: MqttConfig = Field(description="broker and unlock signing")
@@ -336,7 +339,8 @@ class FacegateConfig(BaseModel):
         default_factory=MetricsConfig, description="Prometheus metrics over HTTP (off)"
     )
     audit: AuditConfig = Field(
-        default_factory=AuditConfig, description="audit trail of every decision, SQLite (off)"
+        default_factory=AuditConfig,
+        description="audit trail of every decision, SQLite (on; beside the journal folder)",
     )
 
     @field_validator("log_level", mode="before")
@@ -360,10 +364,11 @@ class FacegateConfig(BaseModel):
     def _mapping_required(cls, raw: Any) -> Any:
         # An empty YAML section (`recognition:`) reads as None; treat it as "all defaults".
         if isinstance(raw, dict):
-            return {
+            raw = {
                 key: ({} if value is None and key in _SECTIONS else value)
                 for key, value in raw.items()
             }
+            return _audit_beside_the_journal(raw)
         return raw
 
     def camera(self, door: str) -> CameraConfig:
@@ -394,6 +399,16 @@ class FacegateConfig(BaseModel):
                     camera.signing_algorithm or shared,
                 )
         return sources
+
+
+def _audit_beside_the_journal(raw: dict[str, Any]) -> dict[str, Any]:
+    """Without `audit.path`, the trail lives with the daemon's other state: beside the
+    journal folder (/var/lib/facegate/audit.db on a device, the site's folder in tests)."""
+    audit = raw.get("audit", {})
+    journal = raw.get("journal", str(DEFAULT_JOURNAL))
+    if not isinstance(audit, dict) or "path" in audit or not isinstance(journal, str):
+        return raw  # validation reports what is wrong with them
+    return {**raw, "audit": {**audit, "path": str(Path(journal).parent / AUDIT_FILE_NAME)}}
 
 
 _SECTIONS: Final = frozenset(

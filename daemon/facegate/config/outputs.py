@@ -20,7 +20,8 @@ _FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 _LISTEN = re.compile(
     r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]{1,253})):(?P<port>\d{1,5})$"
 )
-DEFAULT_AUDIT_PATH: Final = Path("/var/lib/facegate/audit.db")
+AUDIT_FILE_NAME: Final = "audit.db"
+DEFAULT_AUDIT_PATH: Final = Path("/var/lib/facegate") / AUDIT_FILE_NAME
 
 
 class HomeAssistantConfig(BaseModel):
@@ -93,7 +94,8 @@ class AuditConfig(BaseModel):
 
     model_config = _FROZEN
 
-    enabled: bool = Field(default=False, description="keep the audit trail")
+    # On by default: an access-control system owes its owner the record of who came in.
+    enabled: bool = Field(default=True, description="keep the audit trail")
     path: Path = Field(
         default=DEFAULT_AUDIT_PATH, description="SQLite file of the trail; relative to this YAML"
     )
