@@ -214,6 +214,11 @@ def test_a_flood_of_verify_requests_never_delays_the_door(door: Door) -> None:
     assert rss_mb(door.daemon.pid) - rss_before < 40, "memory grew under the flood"
     log = door.daemon.log()
     assert "dropped since the last report" in log  # the flood was refused, and said so
+    print(
+        f"flood: {len(during)} unlocks, max gap {max(gaps):.2f} s (usual {usual:.2f} s), "
+        f"max watchdog gap {max(ping_gaps):.2f} s, RSS {rss_before:.0f} -> "
+        f"{rss_mb(door.daemon.pid):.0f} MB"
+    )
 
 
 def test_reload_with_hostile_config_keeps_the_door(door: Door) -> None:
