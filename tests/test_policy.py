@@ -366,6 +366,9 @@ def test_unknown_schedule_fails_closed(clock: FakeClock) -> None:
         def person(self, person_id: str) -> Rules:
             return Rules()
 
+        def is_blocked(self, person_id: str) -> bool:
+            return False
+
     door = DoorPolicy("front", "face", recognition(), Directory(), clock=clock)  # type: ignore[arg-type]
     [decision] = flat(run(door, clock, [[seen("alice")]] * 3))
     assert (decision.kind, decision.reason) == ("denied", "unknown schedule gone")

@@ -57,7 +57,7 @@ def check_all(config_path: Path) -> CheckReport:
     if config.audit.enabled:
         _check_writable(config.audit.path.parent, config_path, "audit.path")
     enrollment = _load_enrollment(config, config_path)
-    images = sum(len(enrollment.images_for(person)) for person in enrollment.people)
+    images = sum(len(enrollment.images_for(person)) for person in enrollment.enrollees)
     report = CheckReport(config, len(enrollment.people), images)
     unknown_doors = door_ids(enrollment.people) - set(config.door_ids)
     if unknown_doors:

@@ -29,6 +29,7 @@ class ReasonCode(StrEnum):
     CLAIM_MISMATCH = "claim_mismatch"  # the face at the door is not the claimed person
     TIMEOUT = "timeout"  # a claim saw no matching face in time
     SUPERSEDED = "superseded"  # a newer claim at the same door replaced this one
+    BLOCKED = "blocked"  # a person enrollment.yaml lists under `blocked`: never let in
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from facegate.config import EnrollmentConfig, FacegateConfig, Person, load_enrollment
+from facegate.config import (
+    BlockedPerson,
+    Enrollee,
+    EnrollmentConfig,
+    FacegateConfig,
+    Person,
+    load_enrollment,
+)
 from facegate.errors import BadInputError, GalleryError, ModelError
 from facegate.gallery import Gallery, GalleryEntry, PersonPolicy
 from facegate.imageio import load_image
@@ -168,9 +175,10 @@ def enroll(
     measure = quality_measure(engine.gate)
     reusable = _reusable_entries(previous, engine.fingerprint, measure, warnings)
     run = _Run(config, engine, reusable, skip_bad, warnings, keep_previous)
-    for index, person in enumerate(config.people):
-        run.add_person(index, person)
-    enrolled = [p for p, r in zip(config.people, run.reports, strict=True) if r.images_used]
+    # Blocked people are enrolled like residents: matching must know their faces.
+    for person in config.enrollees:
+        run.add_person(person)
+    enrolled = [p for p, r in zip(config.enrollees, run.reports, strict=True) if r.images_used]
     gallery = Gallery.build(
         fingerprint=engine.fingerprint,
         people=[_policy(p) for p in enrolled],
@@ -223,8 +231,9 @@ class _Run:
         self.embedded = 0
         self.reused = 0
 
-    def add_person(self, index: int, person: Person) -> None:
-        field_name = f"people[{index}].images"
+    def add_person(self, person: Enrollee) -> None:
+        section, index = self.config.location(person)
+        field_name = f"{section}[{index}].images"
         used: list[GalleryEntry] = []
         rejected: list[Rejection] = []
         reused_before = self.reused
@@ -251,7 +260,7 @@ class _Run:
         self.entries.extend(used)
         self.reports.append(_person_report(person, used, rejected, self.reused - reused_before))
 
-    def _images(self, person: Person) -> list[Path]:
+    def _images(self, person: Enrollee) -> list[Path]:
         try:
             return self.config.images_for(person)
         except BadInputError as exc:
@@ -388,8 +397,12 @@ def _passes(entry: GalleryEntry, gate: Gate) -> bool:
     return not gate.problem(entry.face_px, entry.sharpness, entry.yaw_deg)
 
 
-def _policy(person: Person) -> PersonPolicy:
-    """The policy snapshot stored in the gallery; validity as exact aware instants."""
+def _policy(person: Enrollee) -> PersonPolicy:
+    """The policy snapshot stored in the gallery; validity as exact aware instants. A
+    blocked person has no door and is disabled: nothing reading the gallery lets them in."""
+    if isinstance(person, BlockedPerson):
+        return PersonPolicy(id=person.id, name=person.name, doors=(), disabled=True)
+    assert isinstance(person, Person)
     starts, ends = person.starts_at, person.ends_at
     return PersonPolicy(
         id=person.id,
@@ -403,7 +416,7 @@ def _policy(person: Person) -> PersonPolicy:
 
 
 def _person_report(
-    person: Person, used: Sequence[GalleryEntry], rejected: Sequence[Rejection], reused: int
+    person: Enrollee, used: Sequence[GalleryEntry], rejected: Sequence[Rejection], reused: int
 ) -> PersonReport:
     def mean(values: list[float]) -> float | None:
         return sum(values) / len(values) if values else None

@@ -14,6 +14,8 @@ Rules, all failing closed:
   gives one decision.
 - A confirmed identity is granted only if enrolled in the directory, valid now (not disabled,
   inside valid_from..valid_until), allowed at this door and inside its schedule (if any).
+  A blocked identity (a negative identity: never let in) is denied with code `blocked`, at
+  face and card_and_face doors alike.
 - After a granted or denied decision the same person gets no new decision at this door for
   `cooldown_s`.
 - Faces without an accepted identity give at most one `unknown` decision per
@@ -78,6 +80,8 @@ class PeopleDirectory(Protocol):
     def schedules(self) -> Mapping[str, OpenHours]: ...
 
     def person(self, person_id: str) -> PersonRules | None: ...
+
+    def is_blocked(self, person_id: str) -> bool: ...
 
 
 # --- the contract with the service ------------------------------------------------------------
@@ -251,7 +255,8 @@ class DoorPolicy:
             # Someone else was confirmed while a claim waited: never let it match later.
             request_id = claim.request_id
             self._finish_claim(False, ReasonCode.CLAIM_MISMATCH, CLAIM_MISMATCH, None)
-        if self.mode == "card_and_face":
+        # A blocked person is denied as such at every door: `no_claim` would hide who it was.
+        if self.mode == "card_and_face" and not self._people.is_blocked(identity):
             code = ReasonCode.CLAIM_MISMATCH if request_id is not None else ReasonCode.NO_CLAIM
             self._deny_in_card_mode(identity, match, frames, code, request_id, now, out)
             return
@@ -391,6 +396,8 @@ class DoorPolicy:
 
     def permission_problem(self, identity: str, when: datetime) -> tuple[ReasonCode, str] | None:
         """Why `identity` may not open this door at aware `when` (code, text), or None."""
+        if self._people.is_blocked(identity):
+            return ReasonCode.BLOCKED, "blocked: never let in"
         person = self._people.person(identity)
         if person is None:
             return ReasonCode.NOT_ENROLLED, "not enrolled"

@@ -13,6 +13,8 @@ from facegate.config.app import (
     WatchdogConfig,
 )
 from facegate.config.enrollment import (
+    BlockedPerson,
+    Enrollee,
     EnrollmentConfig,
     Person,
     Schedule,
@@ -23,9 +25,11 @@ from facegate.config.loader import ConfigValidationError, load_model
 from facegate.config.mqtt import MqttConfig, TlsConfig
 
 __all__ = [
+    "BlockedPerson",
     "CameraConfig",
     "CameraSource",
     "ConfigValidationError",
+    "Enrollee",
     "EnrollmentConfig",
     "FacegateConfig",
     "ModelsConfig",

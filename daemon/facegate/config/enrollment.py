@@ -206,8 +206,8 @@ def _parse_when(raw: object) -> object:
         raise ValueError(f"bad date or datetime: {exc}") from None
 
 
-class Person(BaseModel):
-    """One enrolled resident."""
+class Enrollee(BaseModel):
+    """Someone the gallery holds: an id, a display name and the photos to enroll from."""
 
     model_config = _FROZEN
 
@@ -217,6 +217,31 @@ class Person(BaseModel):
         min_length=1,
         description="image files, globs or folders (jpg, png, webp, ...), relative to the YAML",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and not raw.get("name") and isinstance(raw.get("id"), str):
+            return {**raw, "name": raw["id"]}
+        return raw
+
+    @field_validator("images", mode="before")
+    @classmethod
+    def _images_a_list(cls, raw: object) -> object:
+        return [raw] if isinstance(raw, str) else raw
+
+
+class BlockedPerson(Enrollee):
+    """Someone who must never be let in, e.g. a frequent visitor who resembles a resident.
+
+    Enrolled and matched like everyone else, so a face nearer to them than to the resident
+    (or too close to both: the margin rule) is never taken for the resident; when they are
+    recognised the door answers `denied` with code `blocked`, naming them."""
+
+
+class Person(Enrollee):
+    """One enrolled resident."""
+
     doors: list[DoorRef] = Field(
         min_length=1, description='door ids this person may open, or "*" for every door'
     )
@@ -234,16 +259,9 @@ class Person(BaseModel):
     # Zone for naive validity bounds; set by EnrollmentConfig from the schedule or file.
     _zone: tzinfo = PrivateAttr(default=UTC)
 
-    @model_validator(mode="before")
+    @field_validator("doors", mode="before")
     @classmethod
-    def _defaults(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and not raw.get("name") and isinstance(raw.get("id"), str):
-            return {**raw, "name": raw["id"]}
-        return raw
-
-    @field_validator("images", "doors", mode="before")
-    @classmethod
-    def _one_is_a_list(cls, raw: object) -> object:
+    def _doors_a_list(cls, raw: object) -> object:
         return [raw] if isinstance(raw, str) else raw
 
     @field_validator("doors")
@@ -308,6 +326,11 @@ class EnrollmentConfig(BaseModel):
         default_factory=dict, description="name -> weekly opening hours"
     )
     people: list[Person] = Field(default_factory=list, description="enrolled residents")
+    blocked: list[BlockedPerson] = Field(
+        default_factory=list,
+        description="people never let in; matched like residents, so a lookalike of a"
+        " resident is told apart (and denied, named) instead of taken for them",
+    )
 
     _source: Path | None = PrivateAttr(default=None)
     _lines: LineMap = PrivateAttr(default_factory=dict)
@@ -317,7 +340,7 @@ class EnrollmentConfig(BaseModel):
     def _empty_sections(cls, raw: Any) -> Any:
         # `people:` with nothing under it reads as None: an empty list is what was meant.
         if isinstance(raw, dict):
-            empty: dict[str, Any] = {"people": [], "schedules": {}}
+            empty: dict[str, Any] = {"people": [], "schedules": {}, "blocked": []}
             return {
                 key: empty[key] if value is None and key in empty else value
                 for key, value in raw.items()
@@ -341,8 +364,27 @@ class EnrollmentConfig(BaseModel):
             )
         return people
 
+    @field_validator("blocked")
+    @classmethod
+    def _unique_blocked_ids(cls, blocked: list[BlockedPerson]) -> list[BlockedPerson]:
+        duplicate = first_duplicate([entry.id for entry in blocked])
+        if duplicate is not None:
+            index, first = duplicate
+            raise located_error(
+                (index, "id"), f"duplicate blocked id (also blocked[{first}])", blocked[index].id
+            )
+        return blocked
+
     @model_validator(mode="after")
     def _cross_check(self) -> EnrollmentConfig:
+        residents = {person.id: index for index, person in enumerate(self.people)}
+        for index, entry in enumerate(self.blocked):
+            if entry.id in residents:
+                raise located_error(
+                    ("blocked", index, "id"),
+                    f"also a resident (people[{residents[entry.id]}]): one or the other",
+                    entry.id,
+                )
         default_zone = ZoneInfo(self.timezone)
         for index, person in enumerate(self.people):
             schedule = self._schedule_of(index, person)
@@ -379,22 +421,39 @@ class EnrollmentConfig(BaseModel):
         return self._source
 
     def person(self, person_id: str) -> Person | None:
-        """The person with `person_id`, or None."""
+        """The resident with `person_id`, or None (blocked people are not residents)."""
         return next((p for p in self.people if p.id == person_id), None)
+
+    def is_blocked(self, person_id: str) -> bool:
+        """Whether `person_id` is listed under `blocked`: never let in."""
+        return any(entry.id == person_id for entry in self.blocked)
+
+    @property
+    def enrollees(self) -> list[Enrollee]:
+        """Everyone the gallery holds: the residents, then the blocked."""
+        return [*self.people, *self.blocked]
 
     def schedule_for(self, person: Person) -> Schedule | None:
         """The person's schedule; None means no time restriction."""
         return None if person.schedule is None else self.schedules[person.schedule]
 
-    def images_for(self, person: Person) -> list[Path]:
-        """`resolve_images` for one of this file's people, errors naming file and line."""
-        index = self.people.index(person)
+    def images_for(self, person: Enrollee) -> list[Path]:
+        """`resolve_images` for one of this file's people (residents or blocked), errors
+        naming file and line."""
+        section, index = self.location(person)
         source = self._source
         base_dir = source.absolute().parent if source else Path.cwd()
-        line = nearest_line(self._lines, ("people", index, "images")) if self._lines else None
+        line = nearest_line(self._lines, (section, index, "images")) if self._lines else None
         return resolve_images(
-            person, base_dir, source=source, field=f"people[{index}].images", line=line
+            person, base_dir, source=source, field=f"{section}[{index}].images", line=line
         )
+
+    def location(self, person: Enrollee) -> tuple[str, int]:
+        """("people" or "blocked", index) of an entry of this file."""
+        if isinstance(person, BlockedPerson):
+            return "blocked", self.blocked.index(person)
+        assert isinstance(person, Person)
+        return "people", self.people.index(person)
 
 
 #: Paths one `images` glob may match (a person needs 3-10 photos; this bounds a typo).
@@ -436,7 +495,7 @@ def _expand(entry: str, base_dir: Path) -> tuple[list[Path], str]:
 
 
 def resolve_images(
-    person: Person,
+    person: Enrollee,
     base_dir: Path,
     *,
     source: str | Path | None = None,

@@ -121,14 +121,15 @@ def build_bundle(
     enrollment = load_enrollment(enrollment_path)  # validates, and resolves the images
     raw = yaml.safe_load(enrollment_path.read_text(encoding="utf-8"))
     photos: dict[str, bytes] = {}
-    for index, person in enumerate(enrollment.people):
+    for person in enrollment.enrollees:  # residents and blocked people alike
+        section, index = enrollment.location(person)
         paths = []
         for number, image in enumerate(enrollment.images_for(person)):
             name = f"photos/{person.id}/{number:03d}-{_UNSAFE.sub('_', image.name)[-100:]}"
-            field = f"people[{index}].images"
+            field = f"{section}[{index}].images"
             photos[name] = read_regular_file(image, MAX_PHOTO_BYTES, field=field, what="photo")
             paths.append(name)
-        raw["people"][index]["images"] = paths
+        raw[section][index]["images"] = paths
     text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True).encode("utf-8")
     contents = {ENROLLMENT_NAME: text, **photos}
     manifest = Manifest(
