@@ -56,6 +56,12 @@ def check_all(config_path: Path) -> CheckReport:
         _check_writable(config.enrollment.parent, config_path, "enrollment")
     if config.audit.enabled:
         _check_writable(config.audit.path.parent, config_path, "audit.path")
+    if config.control.enabled and not config.control.socket.parent.is_dir():
+        # systemd makes /run/facegate (RuntimeDirectory) only while the unit runs.
+        key_warnings.append(
+            f"{config_path}: control.socket: folder {config.control.socket.parent} does not"
+            " exist (yet): without it the daemon runs without walk-up enrollment"
+        )
     enrollment = _load_enrollment(config, config_path)
     images = sum(len(enrollment.images_for(person)) for person in enrollment.enrollees)
     report = CheckReport(config, len(enrollment.people), images)

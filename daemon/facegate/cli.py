@@ -203,10 +203,22 @@ def _add_enroll(sub: Any) -> None:
     p.add_argument("--skip-bad", action="store_true", help="warn about bad images, skip them")
     p.add_argument("--check", action="store_true", help="validate everything, write nothing")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    walk = p.add_argument_group("walk-up enrollment (the running daemon takes the photos)")
+    walk.add_argument("--capture", metavar="ID", help="photograph person ID at --door and enroll")
+    walk.add_argument("--door", help="the door whose camera takes the photos")
+    walk.add_argument("--name", help="display name (a new person; default: the id)")
+    walk.add_argument("--images", type=int, default=8, help="photos to take, 1..20 (default 8)")
+    walk.add_argument("--timeout", type=float, default=30.0, help="give up after s (default 30)")
+    walk.add_argument(
+        "--source", help="take the photos here from this camera instead (no daemon needed)"
+    )
+    walk.add_argument("--fps", type=float, help="frames per second of --source (default: door's)")
     p.set_defaults(handler=_cmd_enroll)
 
 
 def _cmd_enroll(args: argparse.Namespace) -> int:
+    if args.capture is not None:
+        return _cmd_capture(args)
     from facegate.config import load_config
     from facegate.enroll import LazyEngine, enroll
     from facegate.vision.engine import default_models_dir
@@ -230,6 +242,69 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
     else:
         _print_enroll_report(report)
     return EXIT_OK
+
+
+def _cmd_capture(args: argparse.Namespace) -> int:
+    from facegate.capture import MAX_IMAGES, MAX_TIMEOUT_S
+    from facegate.walkup import WalkupRefused, WalkupRequest, walkup
+
+    if args.door is None:
+        raise BadInputError("--door", "required with --capture: whose camera takes the photos")
+    if not 1 <= args.images <= MAX_IMAGES:
+        raise BadInputError("--images", f"must be 1..{MAX_IMAGES}")
+    if not 1 <= args.timeout <= MAX_TIMEOUT_S:
+        raise BadInputError("--timeout", f"must be 1..{MAX_TIMEOUT_S:g} seconds")
+    if args.fps is not None and not 0.5 <= args.fps <= 60:
+        raise BadInputError("--fps", "must be 0.5..60")
+    request = WalkupRequest(
+        args.capture, args.door, args.name, args.images, args.timeout, args.source, args.fps
+    )
+    bar = _ProgressBar()
+    try:
+        report = walkup(args.config or DEFAULT_CONFIG, request, bar.show)
+    except WalkupRefused as exc:
+        bar.end()
+        print(f"refused ({exc.code}): {exc}; nothing was written", file=sys.stderr)
+        return EXIT_REJECTED
+    finally:
+        bar.end()
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    folder = report.photos[0].parent if report.photos else "-"
+    verb = "added" if report.added else "updated"
+    print(
+        f"{verb} {report.person}: {len(report.photos)} photos in {folder}"
+        f" ({report.capture_s:.1f} s); enrolled"
+    )
+    return EXIT_OK
+
+
+class _ProgressBar:
+    """`[#####-----] 4/8  turn your head a little to your left`: redrawn in place on a
+    terminal, one line per change otherwise (logs, pipes)."""
+
+    WIDTH = 20
+
+    def __init__(self) -> None:
+        self._tty = sys.stdout.isatty()
+        self._last = ""
+
+    def show(self, progress: Any) -> None:
+        filled = round(self.WIDTH * progress.have / max(progress.need, 1))
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        line = f"[{bar}] {progress.have}/{progress.need}  {progress.prompt}"
+        if line == self._last:
+            return
+        if self._tty:
+            print("\r" + line.ljust(len(self._last)), end="", flush=True)
+        else:
+            print(line, flush=True)
+        self._last = line
+
+    def end(self) -> None:
+        if self._tty and self._last:
+            print()
+        self._last = ""
 
 
 def _print_enroll_report(report: EnrollReport) -> None:

@@ -24,6 +24,7 @@ from typing import Final
 from facegate.camera import LatestFrameGrabber, source_from_config
 from facegate.config import CameraConfig, FacegateConfig, load_config, load_enrollment
 from facegate.config.diff import changed_paths
+from facegate.control import ControlServer, start_control
 from facegate.decisions import ClaimOutcome, Decision
 from facegate.enroll import EnrollReport, PhotoEncoder, enroll, photo_gate
 from facegate.errors import FacegateError
@@ -104,6 +105,7 @@ class Service:
         self._door_keys: dict[str, PrivateKey] = {}  # as started: keys change only on restart
         self._next_due: dict[str, float] = {}
         self._fleet: FleetAgent | None = None  # with `fleet:`, bundles arrive through it
+        self._control: ControlServer | None = None  # with control.enabled: walk-up enrollment
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -127,6 +129,7 @@ class Service:
         bus.start()
         self._fleet = start_fleet(config, self._request_reload)
         self._metrics = start_metrics(config, engine)
+        self._control = start_control(config, engine, bus)
         outputs = build_outputs(config, bus, self._metrics)
         self._outputs = [OutputWorker(output) for output in outputs]
         for output in self._outputs:
@@ -138,6 +141,8 @@ class Service:
             self._loop(engine, state, bus)
         finally:
             self._notifier.notify("STOPPING=1")
+            if self._control is not None:
+                self._control.close()
             for grabber in self._grabbers.values():
                 grabber.stop()
             for output in self._outputs:
@@ -200,9 +205,14 @@ class Service:
 
     def _loop(self, engine: FaceEngine, state: Recognition, bus: DoorBus) -> None:
         while not self._stop:
+            if self._control is not None and self._control.between_frames(state):
+                self._reload = True  # walk-up enrollment changed enrollment.yaml
             if self._reload:
                 self._reload = False
-                state = self._reloaded(engine, state)
+                reloaded = self._reloaded(engine, state)
+                if self._control is not None:
+                    self._control.reloaded(reloaded, ok=reloaded is not state)
+                state = reloaded
             self._take_claims()
             progressed = False
             for door, grabber in self._grabbers.items():
@@ -237,6 +247,8 @@ class Service:
         result = self._pipelines[door].step(frame.image)
         if self._metrics is not None:
             self._metrics.frame(door, result)
+        if self._control is not None:
+            self._control.frame(door, frame.image, result)
         for decision in result.decisions:
             self._publish_decision(decision)
         self._publish_outcomes(door, result.claim_outcomes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -303,6 +304,34 @@ class WatchdogConfig(BaseModel):
     )
 
 
+#: sockaddr_un holds 108 bytes with the terminating NUL.
+MAX_SOCKET_PATH_BYTES: Final = 107
+
+
+class ControlConfig(BaseModel):
+    """The local control socket of `facegate enroll --capture` (walk-up enrollment)."""
+
+    model_config = _FROZEN
+
+    enabled: bool = Field(default=False, description="serve the control socket")
+    socket: Path = Field(
+        default=Path("/run/facegate/control.sock"),
+        description=(
+            "Unix socket, mode 0660: root and the daemon's group may use it; never the"
+            " network. Its folder must exist (systemd's RuntimeDirectory); relative to this"
+            " YAML"
+        ),
+    )
+
+    @field_validator("socket")
+    @classmethod
+    def _fits_a_sockaddr(cls, path: Path) -> Path:
+        size = len(os.fsencode(path))
+        if size > MAX_SOCKET_PATH_BYTES:
+            raise ValueError(f"a Unix socket path is at most {MAX_SOCKET_PATH_BYTES} bytes: {size}")
+        return path
+
+
 class FacegateConfig(BaseModel):
     """The whole of facegate.yaml."""
 
@@ -341,6 +370,10 @@ class FacegateConfig(BaseModel):
     audit: AuditConfig = Field(
         default_factory=AuditConfig,
         description="audit trail of every decision, SQLite (on; beside the journal folder)",
+    )
+    control: ControlConfig = Field(
+        default_factory=ControlConfig,
+        description="local control socket for walk-up enrollment (off)",
     )
 
     @field_validator("log_level", mode="before")
@@ -412,5 +445,5 @@ def _audit_beside_the_journal(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 _SECTIONS: Final = frozenset(
-    {"recognition", "models", "watchdog", "homeassistant", "metrics", "audit"}
+    {"recognition", "models", "watchdog", "homeassistant", "metrics", "audit", "control"}
 )

@@ -79,6 +79,10 @@ class DoorBus(ABC):
     def close(self, timeout_s: float = 5.0) -> None:
         """Announce offline, wait (bounded) for pending acks, disconnect."""
 
+    def publish_prompt(self, door: str, prompt: str | None) -> None:  # noqa: B027 - optional
+        """Tell the person at the door what to do now (retained on ``<prefix>/<door>/prompt``,
+        contract.PROMPT); None clears it. Not journaled: a prompt is only for now."""
+
     def supervise(self) -> None:  # noqa: B027 - optional hook, a no-op for fakes
         """Restart a background part that died; called from the service's watchdog tick."""
 
@@ -102,6 +106,7 @@ class RecordingDoorBus(DoorBus):
     events: list[tuple[str, dict[str, object]]] = field(default_factory=list)
     unlocks: list[SignedUnlock] = field(default_factory=list)
     results: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+    prompts: list[tuple[str, str | None]] = field(default_factory=list)
     closed: bool = False
     handler: VerifyHandler | None = None
     _seq: int = 0
@@ -134,6 +139,10 @@ class RecordingDoorBus(DoorBus):
     def publish_verify_result(self, door: str, result: Mapping[str, object]) -> None:
         with self._lock:
             self.results.append((door, dict(result)))
+
+    def publish_prompt(self, door: str, prompt: str | None) -> None:
+        with self._lock:
+            self.prompts.append((door, prompt))
 
     def close(self, timeout_s: float = 5.0) -> None:
         self.closed = True

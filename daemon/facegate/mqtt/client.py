@@ -48,6 +48,7 @@ from facegate.errors import BadInputError
 from facegate.files import KIB, MIB, read_regular_file, read_regular_text
 from facegate.keys import PrivateKey
 from facegate.mqtt.bus import DoorBus, SignedUnlock, VerifyHandler, build_unlock
+from facegate.mqtt.contract import prompt_payload
 from facegate.mqtt.journal import DEFAULT_MAX_BYTES, EntryKind, Journal, JournalEntry
 from facegate.mqtt.requests import parse_verify_request
 from facegate.mqtt.signing import load_door_keys
@@ -229,6 +230,15 @@ class MqttPublisher(DoorBus):
             _dumps(result),
             expires_at=self._clock() + RESULT_TTL_S,
         )
+
+    def publish_prompt(self, door: str, prompt: str | None) -> None:
+        self._check_known_door(door)
+        payload = _dumps(prompt_payload(door, prompt, self._clock()))
+        info = self._client.publish(
+            topic(self._prefix, door, "prompt"), payload, qos=1, retain=True
+        )
+        if info.rc == MQTT_ERR_SUCCESS:
+            self._track(info.mid, None)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Publish retained offline, wait up to ``timeout_s`` for acks, disconnect."""
