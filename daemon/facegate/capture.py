@@ -323,15 +323,20 @@ def _distance(a: tuple[float, float], b: tuple[float, float]) -> float:
     return found if math.isfinite(found) else 0.0  # an unmeasurable pose adds no variety
 
 
-def face_photo(image: ImageArray, detection: Detection) -> bytes:
-    """The face cut from the frame (a square of PHOTO_SCALE x its box, kept inside the
-    frame) as a JPEG: a photo enrollment can use, without the rest of the hallway."""
+def face_square(image: ImageArray, detection: Detection) -> ImageArray:
+    """The face cut from the frame: a square of PHOTO_SCALE x its box, kept inside the
+    frame (a view of `image`, RGB): a photo enrollment can use, without the hallway."""
     height, width = image.shape[:2]
     x0, y0, x1, y1 = detection.box
     side = round(min(max(x1 - x0, y1 - y0) * PHOTO_SCALE, width, height))
     left = min(max(round((x0 + x1 - side) / 2), 0), width - side)
     top = min(max(round((y0 + y1 - side) / 2), 0), height - side)
-    square = np.ascontiguousarray(image[top : top + side, left : left + side, ::-1])
+    return image[top : top + side, left : left + side]
+
+
+def face_photo(image: ImageArray, detection: Detection) -> bytes:
+    """`face_square` as a JPEG."""
+    square = np.ascontiguousarray(face_square(image, detection)[:, :, ::-1])
     ok, encoded = cv2.imencode(".jpg", square, [cv2.IMWRITE_JPEG_QUALITY, PHOTO_JPEG_QUALITY])
     if not ok:
         raise ValueError("JPEG encoding failed")

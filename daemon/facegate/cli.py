@@ -495,6 +495,84 @@ def _print_log_table(rows: Sequence[Any]) -> None:
         print("  ".join([*cells, line[-1]]))
 
 
+def _add_review(sub: Any) -> None:
+    parser = sub.add_parser("review", help="unknown faces the doors kept: list, name, delete")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="facegate.yaml")
+    parser.add_argument("--json", action="store_true", help="print the groups as JSON")
+    actions = parser.add_subparsers(dest="review_command")
+    assign = actions.add_parser("assign", help="make a group's faces photos of a person")
+    assign.add_argument("group", help="group id, as `facegate review` lists it")
+    assign.add_argument("--as", dest="person", required=True, help="person id to enroll as")
+    assign.add_argument("--door", help="the door a new person may open")
+    assign.add_argument("--name", help="display name of a new person")
+    ignore = actions.add_parser("ignore", help="delete a group's faces")
+    ignore.add_argument("group", help="group id, as `facegate review` lists it")
+    forget = actions.add_parser("forget", help="delete faces older than DAYS")
+    forget.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    for action in (assign, ignore, forget):
+        action.add_argument("--config", dest="action_config", type=Path, help="facegate.yaml")
+    parser.set_defaults(handler=_cmd_review)
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    import time
+
+    from facegate.config import load_config
+    from facegate.review import ReviewStore, assign, find_group, group_faces
+
+    config_path = getattr(args, "action_config", None) or args.config
+    config = load_config(config_path)
+    store = ReviewStore(config.review_dir)
+    if args.review_command == "forget":
+        if not args.older_than >= 0:
+            raise BadInputError("--older-than", "must be a number of days >= 0")
+        cutoff = time.time() - args.older_than * 86400
+        removed = store.delete([f for f in store.faces() if f.ts < cutoff])
+        print(f"deleted {removed} face(s) older than {args.older_than:g} days")
+        return EXIT_OK
+    groups = group_faces(store.faces())
+    if args.review_command is None:
+        _print_review(groups, args.json, config.review.enabled, store.folder)
+        return EXIT_OK
+    group = find_group(groups, args.group, store)
+    if args.review_command == "ignore":
+        print(f"deleted {store.delete(group.faces)} face(s) of group {group.id}")
+        return EXIT_OK
+    photos, added, warnings = assign(config, config_path, group, args.person, args.name, args.door)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    verb = "added" if added else "updated"
+    print(f"{verb} {args.person}: {photos} photo(s) from group {group.id}; enrolled")
+    return EXIT_OK
+
+
+def _print_review(groups: Sequence[Any], as_json: bool, enabled: bool, folder: Path) -> None:
+    from datetime import datetime
+
+    def when(ts: float) -> str:
+        return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+
+    if as_json:
+        _print_json([
+            {"group": g.id, "faces": len(g.faces), "days": g.days, "doors": list(g.doors),
+             "first_seen": g.first_ts, "last_seen": g.last_ts,
+             "photos": [str(f.photo) for f in g.faces]}
+            for g in groups
+        ])  # fmt: skip
+        return
+    if not enabled:
+        print(f"(review is off in the config; faces already in {folder} are listed)")
+    if not groups:
+        print(f"no unknown faces kept in {folder}")
+        return
+    print(f"{'group':<8} {'faces':>5} {'days':>4}  {'first seen':<16}  {'last seen':<16}  doors")
+    for g in groups:
+        print(
+            f"{g.id:<8} {len(g.faces):>5} {g.days:>4}  {when(g.first_ts):<16}  "
+            f"{when(g.last_ts):<16}  {','.join(g.doors)}  {g.faces[-1].photo}"
+        )
+
+
 def _add_bundle(sub: Any) -> None:
     parser = sub.add_parser("bundle", help="signed enrollment bundles for a site's devices")
     bundle = parser.add_subparsers(dest="bundle_command", required=True)
@@ -589,6 +667,7 @@ _SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_evaluate,
     _add_bench,
     _add_log,
+    _add_review,
     _add_keys,
     _add_bundle,
 ]

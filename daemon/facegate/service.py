@@ -38,6 +38,7 @@ from facegate.notify import SystemdNotifier
 from facegate.outputs import OutputWorker, build_outputs
 from facegate.pipeline import DoorPipeline, Recognition
 from facegate.policy import DoorPolicy
+from facegate.review import UnknownFaceCollector, start_review
 from facegate.vision.engine import FaceEngine
 from facegate.vision.quality import QualityGate
 
@@ -106,6 +107,7 @@ class Service:
         self._next_due: dict[str, float] = {}
         self._fleet: FleetAgent | None = None  # with `fleet:`, bundles arrive through it
         self._control: ControlServer | None = None  # with control.enabled: walk-up enrollment
+        self._review: UnknownFaceCollector | None = None  # with review.enabled
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -130,6 +132,7 @@ class Service:
         self._fleet = start_fleet(config, self._request_reload)
         self._metrics = start_metrics(config, engine)
         self._control = start_control(config, engine, bus)
+        self._review = start_review(config)
         outputs = build_outputs(config, bus, self._metrics)
         self._outputs = [OutputWorker(output) for output in outputs]
         for output in self._outputs:
@@ -143,6 +146,8 @@ class Service:
             self._notifier.notify("STOPPING=1")
             if self._control is not None:
                 self._control.close()
+            if self._review is not None:
+                self._review.close()  # visits in progress are kept
             for grabber in self._grabbers.values():
                 grabber.stop()
             for output in self._outputs:
@@ -249,6 +254,8 @@ class Service:
             self._metrics.frame(door, result)
         if self._control is not None:
             self._control.frame(door, frame.image, result)
+        if self._review is not None:
+            self._review.frame(door, frame.image, result, self._pipelines[door].state)
         for decision in result.decisions:
             self._publish_decision(decision)
         self._publish_outcomes(door, result.claim_outcomes)

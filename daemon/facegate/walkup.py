@@ -81,34 +81,63 @@ def walkup(config_path: Path, request: WalkupRequest, on_progress: OnProgress) -
     """Capture, write, re-enroll (see the module docstring); WalkupRefused or
     BadInputError (nothing written) on any problem before the writes."""
     config = load_config(config_path)
-    edit = _check(config, config_path, request)
+    if request.door not in config.door_ids:
+        doors = ", ".join(config.door_ids)
+        raise BadInputError("--door", f"unknown door {request.door!r} (doors in {config_path}:"
+                            f" {doors})")  # fmt: skip
+    edit = check_enrollment(config, config_path, request.person)
     started = time.monotonic()
     if request.source is None:
         photos = _capture_by_daemon(config, request, on_progress)
     else:
         photos = _capture_here(config, request, on_progress)
     capture_s = time.monotonic() - started
-    written = edit.apply(photos, request)
+    added = add_photos(
+        config, edit, photos, request.person, request.name, request.door, "walkup",
+        by_daemon=request.source is None,
+    )  # fmt: skip
+    return WalkupReport(request.person, added.photos, added.added, capture_s, added.warnings)
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    photos: tuple[Path, ...]
+    added: bool
+    warnings: tuple[str, ...]
+
+
+def add_photos(
+    config: FacegateConfig,
+    edit: EnrollmentEdit,
+    photos: list[bytes],
+    person: str,
+    name: str | None,
+    door: str | None,
+    prefix: str,
+    *,
+    by_daemon: bool,
+) -> Added:
+    """Write the photos and enrollment.yaml (`edit`, read before), then re-enroll: by the
+    daemon's reload, or here. A failed re-enroll puts both back."""
+    written = edit.apply(photos, person, name, door, prefix)
     try:
-        warnings = _re_enroll(config, request)
+        warnings = _re_enroll(config, person, by_daemon)
     except BaseException:
         written.undo()
-        if request.source is None:
-            _reload_quietly(config, request.person)  # back to the restored file
+        if by_daemon:
+            _reload_quietly(config, person)  # back to the restored file
         raise
-    return WalkupReport(request.person, written.photos, written.added, capture_s, warnings)
+    return Added(written.photos, written.added, warnings)
 
 
 # --- 1. checks --------------------------------------------------------------------------------
 
 
-def _check(config: FacegateConfig, config_path: Path, request: WalkupRequest) -> EnrollmentEdit:
-    if request.door not in config.door_ids:
-        doors = ", ".join(config.door_ids)
-        raise BadInputError("--door", f"unknown door {request.door!r} (doors in {config_path}:"
-                            f" {doors})")  # fmt: skip
-    if not PERSON_ID.fullmatch(request.person):
-        raise BadInputError("--capture", "a person id is [a-z0-9_-], 1..64 characters")
+def check_enrollment(config: FacegateConfig, config_path: Path, person: str) -> EnrollmentEdit:
+    """Whether photos may be added for `person` (a valid id, not blocked, not a fleet
+    device, enrollment.yaml loads and round-trips); the file as read now."""
+    if not PERSON_ID.fullmatch(person):
+        raise BadInputError(person, "a person id is [a-z0-9_-], 1..64 characters")
     if config.fleet is not None:
         raise BadInputError(
             config_path,
@@ -117,11 +146,11 @@ def _check(config: FacegateConfig, config_path: Path, request: WalkupRequest) ->
             field="fleet",
         )
     enrollment = load_enrollment(config.enrollment)  # ConfigError naming file and line
-    if enrollment.is_blocked(request.person):
+    if enrollment.is_blocked(person):
         raise BadInputError(
-            config.enrollment, f"{request.person!r} is listed under blocked", field="blocked"
+            config.enrollment, f"{person!r} is listed under blocked", field="blocked"
         )
-    return EnrollmentEdit.read(config.enrollment)
+    return EnrollmentEdit.read(config.enrollment, enrollment.person(person) is not None)
 
 
 # --- 2. photos ----------------------------------------------------------------------------------
@@ -239,29 +268,31 @@ class EnrollmentEdit:
 
     path: Path
     text: bytes
+    enrolled: bool  # the person is already listed under people
 
     @classmethod
-    def read(cls, path: Path) -> EnrollmentEdit:
+    def read(cls, path: Path, enrolled: bool) -> EnrollmentEdit:
         text = path.read_bytes()
         _edited(text.decode("utf-8"), path, "probe", None, "*", "probe/")  # it round-trips
-        return cls(path, text)
+        return cls(path, text, enrolled)
 
-    def apply(self, photos: list[bytes], request: WalkupRequest) -> Written:
-        """Write the photos, then enrollment.yaml; on any failure remove what was written."""
+    def apply(
+        self, photos: list[bytes], person: str, name: str | None, door: str | None, prefix: str
+    ) -> Written:
+        """Write the photos (`<prefix>-<time>-<n>.jpg`), then enrollment.yaml; on any
+        failure remove what was written. A new person gets `doors: [door]`."""
         if self.path.read_bytes() != self.text:
-            raise BadInputError(self.path, "changed during the capture; run the command again")
-        folder = self.path.parent / PHOTOS_DIR / request.person
-        entry = f"{PHOTOS_DIR}/{request.person}/"
-        new_text, added = _edited(
-            self.text.decode("utf-8"), self.path, request.person, request.name, request.door, entry
-        )
+            raise BadInputError(self.path, "changed meanwhile; run the command again")
+        folder = self.path.parent / PHOTOS_DIR / person
+        entry = f"{PHOTOS_DIR}/{person}/"
+        new_text, added = _edited(self.text.decode("utf-8"), self.path, person, name, door, entry)
         owner = os.stat(self.path)
         made = _make_dirs(folder, owner)
         stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
         written: list[Path] = []
         try:
             for number, jpeg in enumerate(photos):
-                path = folder / f"walkup-{stamp}-{number:02d}.jpg"
+                path = folder / f"{prefix}-{stamp}-{number:02d}.jpg"
                 _replace_file(path, jpeg, like=owner, mode=PHOTO_MODE)
                 written.append(path)
             _check_loads(new_text, self.path)
@@ -273,7 +304,7 @@ class EnrollmentEdit:
 
 
 def _edited(
-    text: str, path: Path, person: str, name: str | None, door: str, entry: str
+    text: str, path: Path, person: str, name: str | None, door: str | None, entry: str
 ) -> tuple[str, bool]:
     """enrollment.yaml's text with `person` added (doors: [door]) or, if listed, with
     `entry` added to their images (and their name set if given); and whether added."""
@@ -290,6 +321,8 @@ def _edited(
         people = data["people"] = CommentedSeq()
     existing = next((p for p in people if isinstance(p, dict) and p.get("id") == person), None)
     if existing is None:
+        if door is None:
+            raise BadInputError("--door", f"{person!r} is new: give the door they may open")
         people.append(_new_person(person, name, door, entry))
     else:
         _add_images(existing, entry)
@@ -405,11 +438,11 @@ def _chown_like(path: Path, owner: os.stat_result) -> None:
 # --- 4. re-enroll -------------------------------------------------------------------------------
 
 
-def _re_enroll(config: FacegateConfig, request: WalkupRequest) -> tuple[str, ...]:
+def _re_enroll(config: FacegateConfig, person: str, by_daemon: bool) -> tuple[str, ...]:
     """Bring the gallery up to date; the warnings about other people's photos."""
-    if request.source is not None:
-        return _enroll_here(config, request.person)
-    reply = _reload(config, request.person)
+    if not by_daemon:
+        return _enroll_here(config, person)
+    reply = _reload(config, person)
     if not reply.get("ok"):
         raise BadInputError(
             config.control.socket,
@@ -419,7 +452,7 @@ def _re_enroll(config: FacegateConfig, request: WalkupRequest) -> tuple[str, ...
     if not reply.get("enrolled"):
         raise BadInputError(
             config.control.socket,
-            f"the daemon reloaded but did not enroll {request.person!r} (see its log);"
+            f"the daemon reloaded but did not enroll {person!r} (see its log);"
             " enrollment.yaml and the photos were put back",
         )
     return ()

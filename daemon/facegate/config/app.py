@@ -332,6 +332,26 @@ class ControlConfig(BaseModel):
         return path
 
 
+class ReviewConfig(BaseModel):
+    """Review of unknown faces: the best photo of each stranger's visit, kept on this unit
+    for `facegate review` (docs/enrollment.md, "Privacy")."""
+
+    model_config = _FROZEN
+
+    enabled: bool = Field(default=False, description="keep photos of unknown faces")
+    path: Path | None = Field(
+        default=None,
+        description="folder of the kept faces (0700, files 0600); default: review/ beside"
+        " the journal folder; relative to this YAML",
+    )
+    retention_days: int = Field(
+        default=30, ge=1, le=365, description="faces older than this are deleted, days"
+    )
+    max_faces: int = Field(
+        default=1000, ge=10, le=100_000, description="at most this many (the oldest go first)"
+    )
+
+
 class FacegateConfig(BaseModel):
     """The whole of facegate.yaml."""
 
@@ -375,6 +395,9 @@ class FacegateConfig(BaseModel):
         default_factory=ControlConfig,
         description="local control socket for walk-up enrollment (off)",
     )
+    review: ReviewConfig = Field(
+        default_factory=ReviewConfig, description="keep unknown faces for review (off)"
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -415,6 +438,11 @@ class FacegateConfig(BaseModel):
     def door_ids(self) -> tuple[str, ...]:
         return tuple(camera.door for camera in self.cameras)
 
+    @property
+    def review_dir(self) -> Path:
+        """Where unknown faces are kept: review.path, else review/ beside the journal."""
+        return self.review.path or self.journal.parent / "review"
+
     def signing_key_sources(self) -> dict[str, tuple[Path, str, SigningAlgorithm]]:
         """door -> (file of the key that signs its unlocks, the config field naming it, the
         algorithm): the camera's own key, else the shared mqtt one."""
@@ -445,5 +473,14 @@ def _audit_beside_the_journal(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 _SECTIONS: Final = frozenset(
-    {"recognition", "models", "watchdog", "homeassistant", "metrics", "audit", "control"}
+    {
+        "recognition",
+        "models",
+        "watchdog",
+        "homeassistant",
+        "metrics",
+        "audit",
+        "control",
+        "review",
+    }
 )
