@@ -129,7 +129,8 @@ PROMPT: Final = TopicSpec(
     "prompt",
     "out",
     "QoS 1, retained",
-    "what the person at the door is asked to do now (liveness); Home Assistant shows it",
+    "what the person at the door is asked to do now (liveness, walk-up enrollment); Home"
+    " Assistant shows it",
     (
         PayloadField("prompt", "string or null", "the instruction, e.g. `turn your head left`;"
                      " null when nothing is asked"),
@@ -174,7 +175,8 @@ def verify_result_payload(outcome: ClaimOutcome, now: float | None = None) -> di
 
 
 def prompt_payload(door: str, prompt: str | None, now: float | None = None) -> dict[str, object]:
-    """The retained `<prefix>/<door>/prompt` payload (the liveness stage publishes it)."""
+    """The retained `<prefix>/<door>/prompt` payload (DoorBus.publish_prompt: the liveness
+    stage and walk-up enrollment publish it)."""
     return {"prompt": prompt, "door": door, "ts": time.time() if now is None else now}
 
 
