@@ -89,7 +89,7 @@ def test_defaults_are_the_models_in_use() -> None:
         MODEL_FILES["landmarks"],
         MODEL_FILES["int8"],
     )
-    assert set(LIVENESS_STAGES) == {"off"} and issubclass(OffLiveness, LivenessStage)
+    assert set(LIVENESS_STAGES) == {"off", "passive"} and issubclass(OffLiveness, LivenessStage)
 
 
 @pytest.mark.parametrize("role", ["detector", "landmarker", "liveness"])

@@ -26,7 +26,7 @@ from facegate.vision.landmarks import (
     ROI_SCALE,
     FaceMeshLandmarker,
 )
-from facegate.vision.liveness import OffLiveness
+from facegate.vision.liveness import OffLiveness, PassiveLiveness
 from facegate.vision.quality import DEFAULT_GATE, Gate, QualityGate, QualityMeter, format_against
 from facegate.vision.runtime import file_sha256, runtime_name
 from facegate.vision.stages import Embedder, FaceDetector, Landmarker, LivenessStage, Stage
@@ -67,7 +67,10 @@ EMBEDDERS: Final[dict[str, type[Embedder]]] = {
     "int8": FaceNetEmbedder,
     "float32": FaceNetFloat32Embedder,
 }
-LIVENESS_STAGES: Final[dict[str, type[LivenessStage]]] = {"off": OffLiveness}
+LIVENESS_STAGES: Final[dict[str, type[LivenessStage]]] = {
+    "off": OffLiveness,
+    "passive": PassiveLiveness,
+}
 
 #: The model files by role, as `make models` names them (check-config and tests use it).
 MODEL_FILES: Final = {

@@ -90,3 +90,9 @@ class LivenessStage(Stage):
     @abstractmethod
     def forget(self, track_id: int) -> None:
         """Drop what is held on a track that has ended."""
+
+    def for_camera(self, *, hfov_deg: float) -> LivenessStage:
+        """A stage with these settings and no track state, for one camera (track ids are
+        per camera; the geometry needs the lens's horizontal field of view in degrees).
+        Stateless stages return themselves."""
+        return self

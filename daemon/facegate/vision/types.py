@@ -105,13 +105,25 @@ class FaceEncoding:
 
 @dataclass(frozen=True, slots=True)
 class LivenessEvidence:
-    """What the liveness stage holds on one track so far. `live` None: no opinion (the
-    stage is off, or has not seen enough frames); `reason` says why for people."""
+    """What the liveness stage holds on one track so far. `live` True: a live face; False:
+    a presentation attack; None: undecided (the stage is off, or the evidence is not
+    enough yet); `reason` says why for people.
+
+    `score` is the live evidence relative to what a live verdict needs (1.0 and above:
+    live; 0 for an attack; NaN when off); `frames` counts the track's observations, and
+    `actions` lists what the face did as (observation index, action) with action one of
+    "turn_left", "turn_right" (the subject's own left and right) and "blink"; `yaw_deg`
+    is this observation's signed head yaw (> 0: turned to the subject's left); `scores`
+    the named evidence behind the verdict, for events and audits."""
 
     live: bool | None
     score: float = float("nan")
     frames: int = 0
     reason: str = ""
+    method: str = "off"
+    yaw_deg: float = float("nan")
+    actions: tuple[tuple[int, str], ...] = ()
+    scores: tuple[tuple[str, float], ...] = ()
 
 
 def l2_normalize(vectors: FloatArray) -> FloatArray:

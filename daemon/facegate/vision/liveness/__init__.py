@@ -1,7 +1,9 @@
-"""Liveness stages: is a track of faces a live person? Only the empty slot so far.
+"""Liveness stages: is a track of faces a live person rather than a photo or a screen?
 
-The liveness issue fills this module; until then FaceEngine composes `OffLiveness`, which
-holds nothing and has no opinion, so every decision is made exactly as without the slot.
+- `OffLiveness` (`type: off`): no check, no state, no opinion on any track; every decision
+  is made exactly as without the slot.
+- `PassiveLiveness` (`type: passive`, in passive.py): 3-D structure from the face's own
+  motion (texture.py measures, structure.py tests), blinks and head turns (actions.py).
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final, Self
 
+from facegate.vision.liveness.passive import PassiveLiveness
 from facegate.vision.stages import LivenessStage
 from facegate.vision.types import FaceEncoding, ImageArray, LivenessEvidence
+
+__all__ = ["NO_OPINION", "OffLiveness", "PassiveLiveness"]
 
 #: The one answer of the "off" stage; shared, since it is frozen and never changes.
 NO_OPINION: Final = LivenessEvidence(live=None, reason="liveness check off")
