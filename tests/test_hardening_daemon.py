@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import struct
 import threading
 import time
@@ -43,6 +44,11 @@ from facegate.mqtt import UnlockVerifier
 # `make test` runs them after the parallel part, alone on the machine.
 pytestmark = pytest.mark.serial
 
+SECRETS: Final = ("s3cr@t", "hunter2", "tok-9f8e")
+#: A raw `@` inside the password and secrets in the query: both leaked before (finding 7).
+SECRET_URL: Final = (
+    "rtsp://admin:s3cr@t@127.0.0.1:{port}/stream?user=admin&pwd=hunter2&token=tok-9f8e"
+)
 NESTED: Final = b"[" * 1000 + b"]" * 1000
 #: The camera loop: 1 s of hallway, the resident for 1 s; at 10 fps one visit every 2 s.
 LOOP_S: Final = 2.0
@@ -125,6 +131,11 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
         )
         # Sorted between the hallway and the resident: read in every loop.
         (site.camera / "000005b.png").write_bytes(header_bomb_png())
+        # A second door whose camera URL carries secrets and answers nothing (finding 7).
+        text = site.config.read_text()
+        front = next(line for line in text.splitlines() if "door: 'front'" in line)
+        back = f"  - {{door: 'back', source: '{SECRET_URL.format(port=closed_port())}'}}"
+        site.config.write_text(text.replace(front, front + "\n" + back))
         # Not the verify topic: recording 10,000 flood messages would load the test itself.
         watched = [topic(kind) for kind in ("unlock", "event", "verify/result", "status")]
         sub = Subscriber(broker.host, broker.port, watched)
@@ -265,8 +276,17 @@ def test_reload_with_enrollment_on_dev_zero_keeps_the_door(door: Door) -> None:
 def test_a_header_bomb_in_the_camera_folder_is_skipped(door: Door) -> None:
     log = door.daemon.log()
     assert "000005b.png" in log  # named once as skipped
-    assert "reconnecting" not in log  # the source was never restarted because of it
+    restarts = [line for line in log.splitlines() if "camera front" in line and "reconnect" in line]
+    assert restarts == []  # the source was never restarted because of it
     door.assert_resident_still_unlocked(after=time.time())
+
+
+def test_camera_url_secrets_never_reach_the_log(door: Door) -> None:
+    door.assert_resident_still_unlocked(after=time.time())  # front works beside it
+    log = door.daemon.log()
+    assert "camera back" in log  # the failing camera was reported...
+    for secret in SECRETS:
+        assert secret not in log  # ...without its password or token
 
 
 def test_no_stranger_was_ever_unlocked(door: Door) -> None:
@@ -278,3 +298,10 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
