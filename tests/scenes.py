@@ -127,7 +127,9 @@ def write_config(
 
     Each camera mapping is written as YAML flow style ({door: front, source: x, ...}).
     `signing` ({algorithm, key_file}) replaces the old `signing_key_file: hmac.key`."""
-    rec = {"min_face_px": 60, **(recognition or {})}
+    # These scenes are still photos: exactly what liveness (on by default) refuses. Tests
+    # of everything else switch it off; the liveness tests show live sequences with it on.
+    rec = {"min_face_px": 60, "liveness": "off", **(recognition or {})}
     key = {"signing": signing} if signing is not None else {"signing_key_file": "hmac.key"}
     mqtt = {"host": "127.0.0.1", "port": port, **key, **(mqtt_extra or {})}
     lines = [

@@ -99,4 +99,6 @@ def test_verify_requests_need_the_required_fields_only() -> None:
 
 def test_prompt_payload_has_exactly_the_contract_fields() -> None:
     for prompt in ("turn your head left", None):
-        assert prompt_payload("front", prompt, now=1.0).keys() == PROMPT.names
+        assert prompt_payload("front", prompt, now=1.0).keys() == PROMPT.required
+    challenge = prompt_payload("front", "turn your head to your left", 1.0, "turn_left")
+    assert challenge.keys() == PROMPT.names

@@ -69,7 +69,8 @@ def clock() -> FakeClock:
 
 
 def recognition(**overrides: float) -> RecognitionConfig:
-    settings: dict[str, float] = {
+    settings: dict[str, float | str] = {
+        "liveness": "off",  # these tests are about the other rules; test_liveness_gate: liveness
         "confirm_frames": 3,
         "window": 5,
         "cooldown_s": 10.0,

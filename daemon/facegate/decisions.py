@@ -30,6 +30,34 @@ class ReasonCode(StrEnum):
     TIMEOUT = "timeout"  # a claim saw no matching face in time
     SUPERSEDED = "superseded"  # a newer claim at the same door replaced this one
     BLOCKED = "blocked"  # a person enrollment.yaml lists under `blocked`: never let in
+    PRESENTATION_ATTACK = "presentation_attack"  # a photo or screen of `person`, not a face
+    LIVENESS_UNDECIDED = "liveness_undecided"  # recognised, but no sign of life yet: no unlock
+    CHALLENGE_FAILED = "challenge_failed"  # a liveness challenge answered wrong or too late
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """How the door judged that the face of a decision was live: `method` "off" (no check),
+    "passive" (3-D structure from motion) or "challenge" (a prompted action answered);
+    `verdict` "live", "attack" or "undecided"; `score` 0..1 (0.5 and above: live; None
+    when off); `evidence` the named scores behind it; `action` the challenge prompted."""
+
+    method: str
+    verdict: str
+    score: float | None = None
+    evidence: tuple[tuple[str, float], ...] = ()
+    action: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """What the person at a door is asked to do now (a liveness challenge), or None to
+    clear it: `action` is machine-readable (turn_left, turn_right, blink: the subject's
+    own left and right), `text` what a display or speaker says."""
+
+    door: str
+    action: str | None
+    text: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +80,8 @@ class Decision:
     # A JPEG (<= 30 KB) of the face that decided, only when an output asked for snapshots
     # (Home Assistant's image, the audit trail's); never an embedding.
     snapshot: bytes | None = field(default=None, repr=False)
+    # How liveness was judged on the decision's track (None: a decision made without it).
+    liveness: Liveness | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,17 +9,18 @@ MQTT or outputs.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from facegate.config import FacegateConfig
 from facegate.config.enrollment import EnrollmentConfig
-from facegate.decisions import ClaimOutcome, Decision
+from facegate.decisions import ClaimOutcome, Decision, Prompt
 from facegate.matching import Matcher
 from facegate.policy import DoorPolicy, FaceObservation
 from facegate.snapshots import face_jpeg
 from facegate.tracking import FaceTracker, TrackedFace
 from facegate.vision.engine import FaceEngine
-from facegate.vision.types import FaceEncoding, ImageArray
+from facegate.vision.stages import LivenessStage
+from facegate.vision.types import FaceEncoding, ImageArray, LivenessEvidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,8 @@ class StepResult:
     track_ids: list[int]
     decisions: list[Decision]
     claim_outcomes: list[ClaimOutcome]
+    # Liveness challenges to show at the door (action None: clear the prompt).
+    prompts: list[Prompt] = field(default_factory=list)
 
 
 class DoorPipeline:
@@ -52,6 +55,12 @@ class DoorPipeline:
         self._tracker = FaceTracker()
         # Fixed at start like the outputs that read them (they change only with a restart).
         self._snapshots = wants_face_snapshots(state.config)
+        # This camera's own liveness stage: track ids are per camera, and so is the lens.
+        camera = state.config.camera(door) if door in state.config.door_ids else None
+        self._liveness: LivenessStage = engine.liveness.for_camera(
+            hfov_deg=60.0 if camera is None else camera.hfov_deg,
+            nir=camera is not None and camera.spectrum == "nir",
+        )
 
     @property
     def state(self) -> Recognition:
@@ -69,16 +78,17 @@ class DoorPipeline:
         """Process one frame; `now` (epoch seconds) defaults to the policy's clock."""
         faces = self._engine.encode(image)
         tracks = self._tracker.update([TrackedFace(f.detection.box, f.embedding) for f in faces])
-        self._feed_liveness(image, faces, tracks)
+        evidence = self._feed_liveness(image, faces, tracks)
         observations = [
             self._observe(face, track)
             for face, track in zip(faces, tracks, strict=True)
             if face.embedding is not None
         ]
-        decisions = self.policy.observe(observations, now)
+        decisions = self.policy.observe(observations, now, evidence)
         if self._snapshots:
             decisions = [_with_snapshot(d, faces, tracks) for d in decisions]
-        return StepResult(faces, tracks, decisions, self.policy.take_claim_outcomes())
+        outcomes = self.policy.take_claim_outcomes()
+        return StepResult(faces, tracks, decisions, outcomes, self.policy.take_prompts())
 
     def claim(
         self, request_id: str, identity: str, timeout_s: float | None, now: float | None = None
@@ -92,13 +102,18 @@ class DoorPipeline:
 
     def _feed_liveness(
         self, image: ImageArray, faces: list[FaceEncoding], tracks: list[int]
-    ) -> None:
-        """The liveness slot sees every observation of a track, refused faces too."""
-        liveness = self._engine.liveness
-        for face, track in zip(faces, tracks, strict=True):
-            liveness.observe(track, face, image)
+    ) -> dict[int, LivenessEvidence]:
+        """The liveness slot sees every observation of a track, refused faces too (nothing
+        at all with `liveness: off`, which then costs nothing); the evidence per track."""
+        liveness = self._liveness
         for track in self._tracker.ended:
             liveness.forget(track)
+        if self._state.config.recognition.liveness == "off":
+            return {}
+        return {
+            track: liveness.observe(track, face, image)
+            for face, track in zip(faces, tracks, strict=True)
+        }
 
     def _observe(self, face: FaceEncoding, track_id: int) -> FaceObservation:
         assert face.embedding is not None

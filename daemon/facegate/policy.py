@@ -20,6 +20,11 @@ Rules, all failing closed:
   `cooldown_s`.
 - Faces without an accepted identity give at most one `unknown` decision per
   `unknown_event_interval_s`; it never names the nearest candidate.
+- Liveness (`recognition.liveness`, facegate/liveness_gate.py): with `passive` or
+  `challenge`, a face is let in only when its own track passed liveness; a track judged a
+  presentation attack is denied once with code `presentation_attack` naming whose face it
+  shows, and never unlocks; `liveness_undecided` and `challenge_failed` are denied once
+  per track. These denials start no cooldown (the resident may come next).
 - `card_and_face` doors unlock only for an active claim (badge/keypad) whose identity the face
   matches 1:1 in `confirm_frames` of the frames since the claim. Every claim gets exactly one
   `ClaimOutcome` (match, mismatch, superseded or timed out), in `face` mode too.
@@ -39,12 +44,20 @@ from datetime import UTC, datetime
 from typing import Final, Protocol
 
 from facegate.config.app import RecognitionConfig
-from facegate.decisions import ClaimOutcome, Decision, DecisionKind, ReasonCode
+from facegate.decisions import ClaimOutcome, Decision, DecisionKind, Prompt, ReasonCode
+from facegate.liveness_gate import LivenessGate, Verdict
 from facegate.matching import MatchResult
+from facegate.vision.types import LivenessEvidence
 
 logger = logging.getLogger(__name__)
 
 MODES: Final = frozenset({"face", "card_and_face"})
+ATTACK: Final = "presentation attack: a photo or a screen, not a live face"
+_LIVENESS_DENIALS: Final = {
+    Verdict.ATTACK: (ReasonCode.PRESENTATION_ATTACK, ATTACK),
+    Verdict.UNDECIDED: (ReasonCode.LIVENESS_UNDECIDED, "recognised, but no sign of life yet"),
+    Verdict.FAILED: (ReasonCode.CHALLENGE_FAILED, "liveness challenge not answered in time"),
+}
 NO_CLAIM: Final = "card_and_face: no valid claim"
 CLAIM_MISMATCH: Final = "face does not match claim"
 _TEXT: Final = {ReasonCode.NO_CLAIM: NO_CLAIM, ReasonCode.CLAIM_MISMATCH: CLAIM_MISMATCH}
@@ -147,6 +160,7 @@ class DoorPolicy:
         self._claim: _Claim | None = None
         self._outcomes: list[ClaimOutcome] = []
         self._expired: list[ClaimOutcome] = []
+        self._gate = LivenessGate(door, recognition)
         self.update(recognition, people, mode)
 
     # --- configuration ----------------------------------------------------------------------
@@ -157,26 +171,44 @@ class DoorPolicy:
             raise ValueError(f"door {self.door}: mode must be one of {sorted(MODES)}, got {mode!r}")
         self.mode = mode
         self._recognition = recognition
+        self._gate.update(recognition)
         self._people = people
         self._frames = deque(maxlen=recognition.window)
         self._tracks = {}
 
     # --- frames -----------------------------------------------------------------------------
 
-    def observe(self, faces: Sequence[FaceObservation], now: float | None = None) -> list[Decision]:
-        """Feed one processed frame (possibly without faces); return the decisions it made."""
+    def observe(
+        self,
+        faces: Sequence[FaceObservation],
+        now: float | None = None,
+        liveness: Mapping[int, LivenessEvidence] | None = None,
+    ) -> list[Decision]:
+        """Feed one processed frame (possibly without faces) and the liveness evidence of
+        its face tracks (refused faces' too); return the decisions it made."""
         now = self._clock() if now is None else now
         self._expire(now)
         digest = self._digest(faces)
         self._frames.append(_Frame(digest.unknown is not None, digest.claim is not None))
         self._advance_tracks(faces)
+        self._gate.note(liveness or {}, now)
         decisions: list[Decision] = []
+        self._report_attacks(faces, now, decisions)
         self._resolve_claim_match(digest, now, decisions)
         for identity in sorted(digest.best):
             self._confirm_identity(identity, digest, now, decisions)
         self._confirm_unknown(digest, now, decisions)
         # Which face track each decision is about (audit, liveness): the best face's.
-        return [dataclasses.replace(d, track_id=digest.tracks.get(d.person)) for d in decisions]
+        decided = []
+        for d in decisions:
+            track = d.track_id if d.track_id is not None else digest.tracks.get(d.person)
+            summary = d.liveness or self._gate.summary(track)
+            decided.append(dataclasses.replace(d, track_id=track, liveness=summary))
+        return decided
+
+    def take_prompts(self) -> list[Prompt]:
+        """Liveness challenges to publish for this door (and clears: action None), once."""
+        return self._gate.take_prompts()
 
     def _digest(self, faces: Sequence[FaceObservation]) -> _Digest:
         digest = _Digest()
@@ -248,8 +280,13 @@ class DoorPolicy:
         frames = self._count(identity)
         if frames < self._recognition.confirm_frames:
             return
-        self._forget(identity)
         match = digest.best[identity]
+        grant = self.mode == "face" and self._may_pass(identity, now)
+        if grant and not self._alive(
+            identity, digest.tracks.get(identity), match, frames, now, out
+        ):
+            return  # no unlock without liveness on the same track (waiting, or denied)
+        self._forget(identity)
         request_id: str | None = None
         if claim is not None and claim.identity != identity:
             # Someone else was confirmed while a claim waited: never let it match later.
@@ -366,14 +403,70 @@ class DoorPolicy:
         if frames < self._recognition.confirm_frames:
             return
         identity, request_id = claim.identity, claim.request_id
+        result = face.claim_match
+        assert result is not None  # _counts_for_claim checked it
+        match = MatchResult(identity, identity, result.distance, face.match.margin, "match")
+        if self.mode == "card_and_face" and self._may_pass(identity, now):
+            if not self._alive(identity, face.track_id, match, frames, now, out, request_id):
+                if self._gate.already_reported(face.track_id, Verdict.ATTACK):
+                    self._finish_claim(False, ReasonCode.PRESENTATION_ATTACK, ATTACK, None)
+                return  # the claim waits for liveness on the same track (until its timeout)
         self._finish_claim(True, ReasonCode.MATCH, "match", _claim_distance(face))
         if self.mode != "card_and_face":
             return  # face mode: the claim is answered, unlocking follows the 1:K path
         self._forget(identity)
-        result = face.claim_match
-        assert result is not None  # _counts_for_claim checked it
-        match = MatchResult(identity, identity, result.distance, face.match.margin, "match")
         self._decide_person(identity, match, frames, request_id, now, out)
+
+    # --- liveness -----------------------------------------------------------------------------
+
+    def _may_pass(self, identity: str, now: float) -> bool:
+        """Whether a decision now would let `identity` in (only then liveness is asked)."""
+        quiet = _quiet(self._cooldown, identity, now, self._recognition.cooldown_s, mark=False)
+        when = datetime.fromtimestamp(now, UTC)
+        return quiet and self.permission_problem(identity, when) is None
+
+    def _alive(
+        self,
+        identity: str,
+        track: int | None,
+        match: MatchResult,
+        frames: int,
+        now: float,
+        out: list[Decision],
+        request_id: str | None = None,
+    ) -> bool:
+        """Whether the recognised face on `track` may pass liveness now; if not, the denial
+        its verdict calls for (once per track; never a cooldown: the resident may be next)."""
+        verdict = self._gate.check(track, now)
+        if verdict is Verdict.PASS:
+            return True
+        if verdict is Verdict.WAIT or self._gate.already_reported(track, verdict):
+            return False
+        code, reason = _LIVENESS_DENIALS[verdict]
+        denial = self._decision("denied", identity, match, frames, code, reason, now, request_id)
+        out.append(dataclasses.replace(denial, track_id=track))
+        if track is not None:
+            self._gate.reported(track, verdict)
+        if verdict is not Verdict.UNDECIDED:
+            self._forget(identity)  # this approach is over; undecided may still pass
+        return False
+
+    def _report_attacks(
+        self, faces: Sequence[FaceObservation], now: float, out: list[Decision]
+    ) -> None:
+        """A track judged a presentation attack is denied once, naming whose face it shows
+        (an audit must know whose photo was used), as soon as one of its faces is matched."""
+        attacked = set(self._gate.new_attacks())
+        for face in faces:
+            track, identity = face.track_id, face.match.identity
+            if track not in attacked or identity is None:
+                continue
+            attacked.discard(track)
+            code, reason = _LIVENESS_DENIALS[Verdict.ATTACK]
+            denial = self._decision("denied", identity, face.match, 1, code, reason, now, None)
+            out.append(dataclasses.replace(denial, track_id=track))
+            self._gate.reported(track, Verdict.ATTACK)
+            self._forget(identity)
 
     # --- decisions --------------------------------------------------------------------------
 

@@ -122,6 +122,9 @@ class Service:
             config.models.dir, config.models.embedder, config.models.threads,
             gate=quality_gate(config), full_range_fallback=False,
             detector=config.models.detector, landmarker=config.models.landmarker,
+            # Always composed: `recognition.liveness: off` skips it per frame (no cost), and
+            # a reload may switch it on.
+            liveness="passive",
         )  # fmt: skip
         self._notifier.notify(f"EXTEND_TIMEOUT_USEC={STARTUP_EXTEND_USEC}")
         state = load_recognition(config, engine)
@@ -259,14 +262,21 @@ class Service:
         for decision in result.decisions:
             self._publish_decision(decision)
         self._publish_outcomes(door, result.claim_outcomes)
+        for prompt in result.prompts:
+            logger.info("prompt door=%s action=%s", prompt.door, prompt.action)
+            for output in self._outputs:
+                output.submit_prompt(prompt)
         return True
 
     def _publish_decision(self, decision: Decision) -> None:
+        live = decision.liveness
         logger.info(
             "decision door=%s kind=%s person=%s distance=%.3f margin=%.3f frames=%d "
-            "track=%s code=%s reason=%r event_id=%s",
+            "track=%s code=%s reason=%r liveness=%s event_id=%s",
             decision.door, decision.kind, decision.person, decision.distance, decision.margin,
-            decision.frames, decision.track_id, decision.code, decision.reason, decision.event_id,
+            decision.frames, decision.track_id, decision.code, decision.reason,
+            "-" if live is None else f"{live.method}/{live.verdict}/{live.score}",
+            decision.event_id,
         )  # fmt: skip
         for output in self._outputs:
             output.submit_decision(decision)

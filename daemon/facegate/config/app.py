@@ -128,6 +128,22 @@ class CameraConfig(BaseModel):
     rotate: Literal[0, 90, 180, 270] = Field(
         default=0, description="clockwise rotation of the image, degrees"
     )
+    hfov_deg: float = Field(
+        default=60.0,
+        ge=20,
+        le=170,
+        description=(
+            "the lens's horizontal field of view, degrees (Pi camera module 2: 62, module 3:"
+            " 66, wide: 102); liveness judges the face's 3-D motion with it. Needs a restart"
+        ),
+    )
+    spectrum: Literal["visible", "nir"] = Field(
+        default="visible",
+        description=(
+            "visible | nir (a NoIR camera with an 850 nm illuminator and a visible-blocking"
+            " filter: phone and tablet screens emit no NIR and show no face). Needs a restart"
+        ),
+    )
     signing_key_file: Path | None = Field(
         default=None,
         description=(
@@ -245,6 +261,61 @@ class RecognitionConfig(BaseModel):
         default_factory=PhotoQualityConfig,
         description="quality gate for enrollment photos, judged at native resolution",
     )
+
+    liveness: Literal["off", "passive", "challenge"] = Field(
+        default="passive",
+        description=(
+            "off: a photo of a resident opens the door; passive: unlock only for a face whose"
+            " own motion shows 3-D structure (a print, bent or flat, or a still on a screen"
+            " never); challenge: as passive, and only after a random prompt on"
+            " <door>/prompt is answered on the same track (stops a replayed video too; needs"
+            " a display or speaker at the door)"
+        ),
+    )
+    liveness_wait_s: float = Field(
+        default=3.0,
+        ge=0.5,
+        le=60,
+        description=(
+            "passive: a recognised face still without a liveness verdict this long after it"
+            " was recognised gets one `liveness_undecided` denial (it may still be let in when"
+            " it moves), seconds"
+        ),
+    )
+    challenge_timeout_s: float = Field(
+        default=4.0,
+        ge=1,
+        le=30,
+        description="challenge: how long the answer to a prompt may take, seconds",
+    )
+    challenge_prompts: tuple[Literal["turn_left", "turn_right", "blink"], ...] = Field(
+        default=("turn_left", "turn_right"),
+        min_length=1,
+        description=(
+            "challenge: the prompts drawn from at random. `blink` is not a default: an eye-hole"
+            " print with real eyes behind it, held still, answers it, and a replayed video"
+            " blinks every few seconds"
+        ),
+    )
+
+    @field_validator("liveness", mode="before")
+    @classmethod
+    def _bare_off(cls, raw: object) -> object:
+        # YAML 1.1 reads a bare `off` as false (and `on` as true: not a mode).
+        if raw is False:
+            return "off"
+        if raw is True:
+            raise ValueError(
+                "liveness must be off, passive or challenge (a bare `on` reads as true)"
+            )
+        return raw
+
+    @field_validator("challenge_prompts")
+    @classmethod
+    def _distinct_prompts(cls, prompts: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(prompts)) != len(prompts):
+            raise ValueError("challenge_prompts must not repeat a prompt")
+        return prompts
 
     @model_validator(mode="after")
     def _window_holds_confirm_frames(self) -> RecognitionConfig:

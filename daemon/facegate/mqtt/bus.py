@@ -64,9 +64,15 @@ class DoorBus(ABC):
 
     @abstractmethod
     def publish_unlock(
-        self, door: str, person: str, event_id: str, ttl_s: float | None = None
+        self,
+        door: str,
+        person: str,
+        event_id: str,
+        ttl_s: float | None = None,
+        liveness: Mapping[str, object] | None = None,
     ) -> SignedUnlock | None:
-        """Sign and publish an expiring unlock; return it as sent.
+        """Sign and publish an expiring unlock; return it as sent. `liveness` is its
+        `{"method", "score"}` claim (None: `{"method": "none", "score": null}`).
 
         Returns None when the unlock could not be journaled and so was not sent.
         """
@@ -79,9 +85,12 @@ class DoorBus(ABC):
     def close(self, timeout_s: float = 5.0) -> None:
         """Announce offline, wait (bounded) for pending acks, disconnect."""
 
-    def publish_prompt(self, door: str, prompt: str | None) -> None:  # noqa: B027 - optional
+    def publish_prompt(  # noqa: B027 - optional
+        self, door: str, prompt: str | None, action: str | None = None
+    ) -> None:
         """Tell the person at the door what to do now (retained on ``<prefix>/<door>/prompt``,
-        contract.PROMPT); None clears it. Not journaled: a prompt is only for now."""
+        contract.PROMPT); None clears it; `action` names a liveness challenge for machines.
+        Not journaled: a prompt is only for now."""
 
     def supervise(self) -> None:  # noqa: B027 - optional hook, a no-op for fakes
         """Restart a background part that died; called from the service's watchdog tick."""
@@ -107,6 +116,7 @@ class RecordingDoorBus(DoorBus):
     unlocks: list[SignedUnlock] = field(default_factory=list)
     results: list[tuple[str, dict[str, object]]] = field(default_factory=list)
     prompts: list[tuple[str, str | None]] = field(default_factory=list)
+    prompt_actions: list[tuple[str, str | None]] = field(default_factory=list)
     closed: bool = False
     handler: VerifyHandler | None = None
     _seq: int = 0
@@ -120,7 +130,12 @@ class RecordingDoorBus(DoorBus):
             self.events.append((door, dict(event)))
 
     def publish_unlock(
-        self, door: str, person: str, event_id: str, ttl_s: float | None = None
+        self,
+        door: str,
+        person: str,
+        event_id: str,
+        ttl_s: float | None = None,
+        liveness: Mapping[str, object] | None = None,
     ) -> SignedUnlock | None:
         with self._lock:
             self._seq += 1
@@ -132,6 +147,7 @@ class RecordingDoorBus(DoorBus):
                 self._seq,
                 self.clock(),
                 ttl_s or self.default_ttl_s,
+                liveness,
             )
             self.unlocks.append(unlock)
             return unlock
@@ -140,9 +156,10 @@ class RecordingDoorBus(DoorBus):
         with self._lock:
             self.results.append((door, dict(result)))
 
-    def publish_prompt(self, door: str, prompt: str | None) -> None:
+    def publish_prompt(self, door: str, prompt: str | None, action: str | None = None) -> None:
         with self._lock:
             self.prompts.append((door, prompt))
+            self.prompt_actions.append((door, action))
 
     def close(self, timeout_s: float = 5.0) -> None:
         self.closed = True
@@ -172,8 +189,7 @@ def build_unlock(
         "seq": seq,
         "iat": iat,
         "exp": _seconds(iat + ttl_s),
-        # The shape is fixed now so controllers can start reading it; a liveness stage
-        # fills in its method and score.
+        # The liveness stage fills in its method and score ("none"/null without one).
         "liveness": dict(liveness) if liveness else {"method": NO_LIVENESS, "score": None},
     }
     return SignedUnlock(sign_unlock(claims, key), claims)

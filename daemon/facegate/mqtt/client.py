@@ -199,7 +199,12 @@ class MqttPublisher(DoorBus):
         self._submit(EntryKind.EVENT, topic(self._prefix, door, "event"), _dumps(event))
 
     def publish_unlock(
-        self, door: str, person: str, event_id: str, ttl_s: float | None = None
+        self,
+        door: str,
+        person: str,
+        event_id: str,
+        ttl_s: float | None = None,
+        liveness: Mapping[str, object] | None = None,
     ) -> SignedUnlock | None:
         self._check_known_door(door)
         ttl = self._config.unlock_ttl_s if ttl_s is None else ttl_s
@@ -210,7 +215,7 @@ class MqttPublisher(DoorBus):
                 self._journal_failed(EntryKind.UNLOCK, topic(self._prefix, door, "unlock"), exc)
                 return None
             key = self._keys[door]
-            unlock = build_unlock(key, door, person, event_id, seq, self._clock(), ttl)
+            unlock = build_unlock(key, door, person, event_id, seq, self._clock(), ttl, liveness)
             if not self._submit(
                 EntryKind.UNLOCK,
                 topic(self._prefix, door, "unlock"),
@@ -231,9 +236,9 @@ class MqttPublisher(DoorBus):
             expires_at=self._clock() + RESULT_TTL_S,
         )
 
-    def publish_prompt(self, door: str, prompt: str | None) -> None:
+    def publish_prompt(self, door: str, prompt: str | None, action: str | None = None) -> None:
         self._check_known_door(door)
-        payload = _dumps(prompt_payload(door, prompt, self._clock()))
+        payload = _dumps(prompt_payload(door, prompt, self._clock(), action))
         info = self._client.publish(
             topic(self._prefix, door, "prompt"), payload, qos=1, retain=True
         )

@@ -7,11 +7,12 @@ from `render_markdown()` (a test keeps them equal). Change a payload here, nowhe
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Final
 
-from facegate.decisions import ClaimOutcome, Decision, ReasonCode
+from facegate.decisions import ClaimOutcome, Decision, Liveness, ReasonCode
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,15 @@ EVENT: Final = TopicSpec(
         PayloadField("reason", "string", "human-readable reason (wording may change)"),
         PayloadField("ts", "number", "epoch seconds"),
         PayloadField("request_id", "string", "the verify request it answers", optional=True),
+        PayloadField(
+            "liveness",
+            "object",
+            "how the face was judged live: `method` (`off`, `passive` or `challenge`),"
+            " `verdict` (`live`, `attack`, `undecided` or `off`), `score` (0..1, 0.5 and"
+            " above: live; null when off), `evidence` (named numbers), `action` (the"
+            " challenge prompted, or null)",
+            optional=True,
+        ),
     ),
 )
 UNLOCK: Final = TopicSpec(
@@ -91,8 +101,9 @@ UNLOCK: Final = TopicSpec(
         PayloadField(
             "liveness",
             "object or null",
-            '`{"method": string, "score": number 0..1 or null}`; method `none` until a'
-            " liveness stage runs",
+            '`{"method": string, "score": number 0..1 or null}`: how the face was judged'
+            " live, method `passive` or `challenge` (score 0.5 and above), `off` when the door"
+            " checks no liveness (`none` from a daemon without it)",
             optional=True,
         ),
     ),
@@ -136,6 +147,8 @@ PROMPT: Final = TopicSpec(
                      " null when nothing is asked"),
         PayloadField("door", "string", "the door id"),
         PayloadField("ts", "number", "epoch seconds"),
+        PayloadField("action", "string", "a liveness challenge, machine-readable: `turn_left`,"
+                     " `turn_right` (the subject's own left and right) or `blink`", True),
     ),
 )  # fmt: skip
 TOPICS: Final = (STATUS, EVENT, UNLOCK, VERIFY, VERIFY_RESULT, PROMPT)
@@ -158,7 +171,32 @@ def event_payload(decision: Decision, device: str) -> dict[str, object]:
     }
     if decision.request_id is not None:
         event["request_id"] = decision.request_id
+    if decision.liveness is not None:
+        event["liveness"] = liveness_payload(decision.liveness)
     return event
+
+
+def liveness_payload(liveness: Liveness) -> dict[str, object]:
+    """The event's `liveness` object (the unlock's claim is its method and score)."""
+    return {
+        "method": liveness.method,
+        "verdict": liveness.verdict,
+        "score": liveness_score(liveness),
+        "evidence": {name: _finite(value) for name, value in liveness.evidence},
+        "action": liveness.action,
+    }
+
+
+def liveness_score(liveness: Liveness) -> float | None:
+    """The score in [0, 1] with 3 decimals, None when there is none (off, or NaN)."""
+    score = liveness.score
+    if score is None or not math.isfinite(score):
+        return None
+    return round(min(1.0, max(0.0, score)), 3)
+
+
+def _finite(value: float) -> float | None:
+    return round(value, 3) if math.isfinite(value) else None
 
 
 def verify_result_payload(outcome: ClaimOutcome, now: float | None = None) -> dict[str, object]:
@@ -174,10 +212,19 @@ def verify_result_payload(outcome: ClaimOutcome, now: float | None = None) -> di
     }
 
 
-def prompt_payload(door: str, prompt: str | None, now: float | None = None) -> dict[str, object]:
+def prompt_payload(
+    door: str, prompt: str | None, now: float | None = None, action: str | None = None
+) -> dict[str, object]:
     """The retained `<prefix>/<door>/prompt` payload (DoorBus.publish_prompt: the liveness
-    stage and walk-up enrollment publish it)."""
-    return {"prompt": prompt, "door": door, "ts": time.time() if now is None else now}
+    stage and walk-up enrollment publish it); `action` only for a liveness challenge."""
+    payload: dict[str, object] = {
+        "prompt": prompt,
+        "door": door,
+        "ts": time.time() if now is None else now,
+    }
+    if action is not None:
+        payload["action"] = action
+    return payload
 
 
 def render_markdown(prefix: str = "facegate") -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
-from facegate.decisions import ClaimOutcome, Decision
+from facegate.decisions import ClaimOutcome, Decision, Prompt
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ class Output(ABC):
     @abstractmethod
     def claim_outcome(self, door: str, outcome: ClaimOutcome) -> None:
         """Publish the answer to a 1:1 verify request."""
+
+    def prompt(self, prompt: Prompt) -> None:  # noqa: B027 - optional hook
+        """Show a liveness challenge at the door (action None: clear it); most outputs
+        have no display and ignore it."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release; called once after the worker drained its queue."""
@@ -119,6 +123,14 @@ class OutputWorker:
             priority,
             lambda: self._output.decision(decision),
             f"{decision.kind} decision {decision.event_id} at {decision.door}",
+        )
+
+    def submit_prompt(self, prompt: Prompt) -> None:
+        # With the decisions: a person waits for it, but an unlock still goes first.
+        self._put(
+            Priority.DECISION,
+            lambda: self._output.prompt(prompt),
+            f"prompt {prompt.action} at {prompt.door}",
         )
 
     def submit_claim_outcome(self, door: str, outcome: ClaimOutcome) -> None:

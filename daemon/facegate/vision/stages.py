@@ -91,8 +91,8 @@ class LivenessStage(Stage):
     def forget(self, track_id: int) -> None:
         """Drop what is held on a track that has ended."""
 
-    def for_camera(self, *, hfov_deg: float) -> LivenessStage:
+    def for_camera(self, *, hfov_deg: float, nir: bool = False) -> LivenessStage:
         """A stage with these settings and no track state, for one camera (track ids are
-        per camera; the geometry needs the lens's horizontal field of view in degrees).
-        Stateless stages return themselves."""
+        per camera; the geometry needs the lens's horizontal field of view in degrees;
+        `nir`: a near-infrared camera). Stateless stages return themselves."""
         return self

@@ -109,9 +109,10 @@ class LivenessEvidence:
     a presentation attack; None: undecided (the stage is off, or the evidence is not
     enough yet); `reason` says why for people.
 
-    `score` is the live evidence relative to what a live verdict needs (1.0 and above:
-    live; 0 for an attack; NaN when off); `frames` counts the track's observations, and
-    `actions` lists what the face did as (observation index, action) with action one of
+    `score` is the live evidence, 0..1: 0.5 and above is live (1.0: twice the evidence a
+    live verdict needs), below undecided, 0 for an attack, NaN when off; `frames` counts
+    the track's observations, and `actions` lists what the face did as (observation
+    index, action) with action one of
     "turn_left", "turn_right" (the subject's own left and right) and "blink"; `yaw_deg`
     is this observation's signed head yaw (> 0: turned to the subject's left); `scores`
     the named evidence behind the verdict, for events and audits."""

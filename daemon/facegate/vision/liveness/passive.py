@@ -86,6 +86,11 @@ SHEET_MIN_MOTION_IOD: Final = 0.06
 SHEET_PENALTY: Final = 2 * LLR_CAP
 #: Sheet-like pairs that make a track an attack.
 ATTACK_PAIRS: Final = 2
+#: `spectrum: nir` cameras: every this many observations of a track, check that the face
+#: is grey (|R-G| + |G-B| below this, in grey levels: a NoIR sensor behind an 850 nm pass
+#: filter gives the same response in all three channels, give or take its colour matrix).
+NIR_CHECK_EVERY: Final = 30
+NIR_MAX_CHROMA: Final = 12
 #: A Raspberry Pi camera module's horizontal field of view when a camera does not say.
 DEFAULT_HFOV_DEG: Final = 60.0
 
@@ -108,16 +113,18 @@ class _Track:
 class PassiveLiveness(LivenessStage):
     """Liveness `type: passive` (and the evidence `challenge` mode builds on)."""
 
-    def __init__(self, *, hfov_deg: float = DEFAULT_HFOV_DEG) -> None:
+    def __init__(self, *, hfov_deg: float = DEFAULT_HFOV_DEG, nir: bool = False) -> None:
         self._hfov = math.radians(hfov_deg)
+        self._nir = nir
+        self._warned_colour = False
         self._tracks: dict[int, _Track] = {}
 
     @classmethod
     def load(cls, models_dir: Path, threads: int) -> Self:
         return cls()
 
-    def for_camera(self, *, hfov_deg: float) -> PassiveLiveness:
-        return PassiveLiveness(hfov_deg=hfov_deg)
+    def for_camera(self, *, hfov_deg: float, nir: bool = False) -> PassiveLiveness:
+        return PassiveLiveness(hfov_deg=hfov_deg, nir=nir)
 
     def forget(self, track_id: int) -> None:
         self._tracks.pop(track_id, None)
@@ -126,6 +133,8 @@ class PassiveLiveness(LivenessStage):
         track = self._tracks.setdefault(track_id, _Track())
         index = track.frames
         track.frames += 1
+        if self._nir and index % NIR_CHECK_EVERY == 0:
+            self._check_nir(image, face.detection.box)
         landmarks = face.landmarks
         if landmarks is None or face.refusal in (RefusalReason.NOT_A_FACE, RefusalReason.NO_EYES):
             track.texture = TextureTracks()  # no mesh to place the points: start again
@@ -155,6 +164,27 @@ class PassiveLiveness(LivenessStage):
             ):
                 self._weigh(track, found)
         return self._evidence(track)
+
+    def _check_nir(self, image: ImageArray, box: tuple[float, float, float, float]) -> None:
+        """A camera said to see near infrared should give a grey face: a phone or tablet
+        screen emits no NIR, so behind a visible-blocking filter it shows no face at all.
+        A colourful face means visible light reaches the sensor and that guarantee is
+        gone (say so once; the geometry still applies). No NIR footage was available to
+        test this: the threshold is the colour of a grey card under a white illuminator."""
+        x0, y0, x1, y1 = (int(max(v, 0)) for v in box)
+        patch = image[y0:y1, x0:x1].astype(np.int16)
+        if patch.size == 0 or self._warned_colour:
+            return
+        chroma = float(np.abs(patch[..., 0] - patch[..., 1]).mean())
+        chroma += float(np.abs(patch[..., 1] - patch[..., 2]).mean())
+        if chroma > NIR_MAX_CHROMA:
+            self._warned_colour = True
+            logger.warning(
+                "camera with spectrum nir sees a colourful face (chroma %.0f > %d): visible"
+                " light reaches the sensor, so screens are not dark to it; fit a"
+                " visible-blocking (850 nm pass) filter",
+                chroma, NIR_MAX_CHROMA,
+            )  # fmt: skip
 
     def _camera(self, image: ImageArray) -> npt.NDArray[np.float64]:
         h, w = image.shape[:2]
@@ -191,10 +221,10 @@ class PassiveLiveness(LivenessStage):
             score = 0.0
             reason = f"a sheet, not a face: {track.sheet_pairs} frame pairs without a face's relief"
         elif track.live:
-            live, score = True, max(1.0, track.evidence / LIVE_EVIDENCE)
+            live, score = True, min(1.0, max(0.5, track.evidence / (2 * LIVE_EVIDENCE)))
             reason = "3-D face structure in the motion"
         else:
-            live, score = None, track.evidence / LIVE_EVIDENCE
+            live, score = None, min(0.499, track.evidence / (2 * LIVE_EVIDENCE))
             reason = (
                 "not enough motion to tell a face from a photo yet"
                 if track.pairs
