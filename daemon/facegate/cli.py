@@ -389,6 +389,50 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_liveness_eval(sub: Any) -> None:
+    parser = sub.add_parser(
+        "liveness-eval",
+        help="simulated presentation attacks and live visitors: APCER/BPCER per species",
+    )
+    parser.add_argument(
+        "--photos", type=Path,
+        help="folder of <person>/ photo folders to render from (default: the models'"
+        " 5-celebrity val split, never the train split the thresholds were set on)",
+    )  # fmt: skip
+    parser.add_argument("--per-kind", type=int, default=150, help="presentations per kind")
+    parser.add_argument("--kinds", help="comma-separated kinds (default: every kind)")
+    parser.add_argument("--seed", type=int, default=13, help="first seed")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes")
+    parser.add_argument("--out", type=Path, help="write one JSON line per presentation here")
+    parser.add_argument("--models", type=Path, help="folder built by `make models`")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(handler=_cmd_liveness_eval)
+
+
+def _cmd_liveness_eval(args: argparse.Namespace) -> int:
+    from facegate.pad import evaluate
+    from facegate.pad.species import KINDS
+    from facegate.vision.engine import default_models_dir
+
+    models = args.models or default_models_dir()
+    photos = args.photos or models / "data" / "5-celebrity" / "val"
+    if not photos.is_dir():
+        raise BadInputError(photos, "no such folder of <person>/ photo folders")
+    kinds = args.kinds.split(",") if args.kinds else list(KINDS)
+    if unknown := [kind for kind in kinds if kind not in KINDS]:
+        raise BadInputError("--kinds", f"unknown {', '.join(unknown)} (known: {', '.join(KINDS)})")
+    plan = evaluate.plan(models, photos, kinds, args.per_kind, args.seed)
+    outcomes = evaluate.run(plan, max(1, args.jobs))
+    if args.out is not None:
+        evaluate.write(outcomes, args.out)
+    summary = evaluate.summarise(outcomes)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(evaluate.render_report(summary))
+    return EXIT_OK
+
+
 def _add_keys(sub: Any) -> None:
     parser = sub.add_parser("keys", help="make signing keys")
     keys_sub = parser.add_subparsers(dest="keys_command", required=True)
@@ -666,6 +710,7 @@ _SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_identify,
     _add_evaluate,
     _add_bench,
+    _add_liveness_eval,
     _add_log,
     _add_review,
     _add_keys,

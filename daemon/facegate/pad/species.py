@@ -50,7 +50,11 @@ if TYPE_CHECKING:
     from facegate.vision.engine import FaceEngine
 
 ATTACKS: Final = ("print", "curved_print", "screen_still", "screen_video", "eyehole_print")
-BONA_FIDE: Final = ("live_moving", "live_still")
+BONA_FIDE: Final = ("live_moving", "live_still", "live_answering")
+#: `live_answering`: the visitor is prompted at PROMPT_AT_S and turns their head to the
+#: side `answer_for(seed)` names from ANSWER_AT_S (0.8 s to read and react).
+PROMPT_AT_S: Final = 1.0
+ANSWER_AT_S: Final = 1.8
 KINDS: Final = (*ATTACKS, *BONA_FIDE)
 
 #: The door camera of every sequence: 640x480, 60 degrees.
@@ -406,6 +410,9 @@ def render(
 ) -> Presentation:
     """Render `kind` (one of KINDS) from `source` with everything drawn from `seed`."""
     rng = np.random.default_rng(seed)
+    if kind == "live_answering":
+        frames = _live(source, rng, camera, seconds, still=False, answer=answer_for(seed))
+        return Presentation(kind, source.person, source.path.name, seed, frames)
     frames = _RENDERERS[kind](source, rng, camera, seconds, video_source or source)
     return Presentation(kind, source.person, source.path.name, seed, frames)
 
@@ -422,12 +429,51 @@ def _sensor(rng: np.random.Generator) -> Callable[[F32], U8]:
     return lambda scene: expose(scene, rng, noise=noise, blur_px=blur)
 
 
+def answer_for(seed: int) -> str:
+    """The side a `live_answering` visitor turns to (the prompt they were shown)."""
+    return "turn_left" if seed % 2 == 0 else "turn_right"
+
+
+def answering_head(rng: np.random.Generator, seconds: float, action: str) -> PoseAt:
+    """A visitor walking up who, prompted, stops looking around (their head's wandering
+    falls to a fifth) and turns their head 25-35 degrees to their own left or right
+    (0.5 s to turn, 0.4 s held, 0.5 s back)."""
+    walk = walking_head(rng, seconds)
+    amplitude = rng.uniform(25, 35) * (1 if action == "turn_left" else -1)
+    prompted = walk(PROMPT_AT_S).yaw_deg
+    # The prompt comes once the face is recognised: the visitor is near by then (the last
+    # steps from ~0.85 m), not still walking up the hallway.
+    z0, z1 = rng.uniform(0.75, 0.95), rng.uniform(0.5, 0.65)
+
+    def at(t: float) -> Pose:
+        pose = walk(t)
+        z = z0 + (z1 - z0) * smoothstep(t, 0.0, PROMPT_AT_S)
+        pose = Pose(pose.yaw_deg, pose.pitch_deg, pose.roll_deg, pose.x_m, pose.y_m, z)
+        attention = smoothstep(t, PROMPT_AT_S, PROMPT_AT_S + 0.4)
+        yaw = pose.yaw_deg + attention * 0.8 * (prompted - pose.yaw_deg)
+        turn = smoothstep(t, ANSWER_AT_S, ANSWER_AT_S + 0.5) - smoothstep(
+            t, ANSWER_AT_S + 0.9, ANSWER_AT_S + 1.4
+        )
+        return Pose(yaw + amplitude * turn, pose.pitch_deg, pose.roll_deg,
+                    pose.x_m, pose.y_m, pose.z_m)  # fmt: skip
+
+    return at
+
+
 def _live(
-    source: FaceSource, rng: np.random.Generator, camera: Camera, seconds: float, still: bool
+    source: FaceSource,
+    rng: np.random.Generator,
+    camera: Camera,
+    seconds: float,
+    still: bool,
+    answer: str | None = None,
 ) -> list[U8]:
     background = hallway(rng, camera)
     head = _head(source, rng.uniform(0.94, 1.06))
-    motion = standing_head(rng, seconds) if still else walking_head(rng, seconds)
+    if answer is not None:
+        motion = answering_head(rng, seconds, answer)
+    else:
+        motion = standing_head(rng, seconds) if still else walking_head(rng, seconds)
     blink = _blinks(rng, seconds)
     light, sensor = _light(rng), _sensor(rng)
     light.glare = 0.0

@@ -84,8 +84,15 @@ SHEET_MIN_MOTION_IOD: Final = 0.06
 #: is a measurement of no relief where a face would have shown plenty); one such pair on
 #: a live face (a glitch) is outweighed by the face's next pairs.
 SHEET_PENALTY: Final = 2 * LLR_CAP
-#: Sheet-like pairs that make a track an attack.
+#: Sheet-like pairs that make a track an attack: independent ones (their frames do not
+#: overlap: pairs LAG frames apart), and ...
 ATTACK_PAIRS: Final = 2
+#: ... only while the track never showed a face's two-way curvature unmistakably (a pair
+#: at the cap of the live ratio; 1 in 1000 attack pairs on the training renders), unless
+#: the sheet pairs go on to this many: a live head walking up gave two sheet-like pairs
+#: now and then (its homography decomposes into a motion a face did not make).
+FACE_SEEN_F: Final = LLR_PIVOT_F + LLR_CAP * LLR_SCALE_F
+ATTACK_PAIRS_AFTER_FACE: Final = 4
 #: `spectrum: nir` cameras: every this many observations of a track, check that the face
 #: is grey (|R-G| + |G-B| below this, in grey levels: a NoIR sensor behind an 850 nm pass
 #: filter gives the same response in all three channels, give or take its colour matrix).
@@ -104,6 +111,7 @@ class _Track:
     pairs: int = 0
     sheet_pairs: int = 0
     sheet_pairs_after_live: int = 0
+    last_sheet: int = -LAG  # the observation of the last counted sheet-like pair
     best_curved: float = 0.0
     live: bool = False
     attack: bool = False
@@ -198,19 +206,23 @@ class PassiveLiveness(LivenessStage):
         ratio = max(-LLR_CAP, min(LLR_CAP, (pair.curved_f - LLR_PIVOT_F) / LLR_SCALE_F))
         if _sheet_like(pair):
             ratio = -SHEET_PENALTY
-            track.sheet_pairs += 1
-            if track.live:
-                track.sheet_pairs_after_live += 1
+            now = track.frames - 1
+            if now - track.last_sheet >= LAG:  # a pair sharing no frame with the last one
+                track.last_sheet = now
+                track.sheet_pairs += 1
+                if track.live:
+                    track.sheet_pairs_after_live += 1
         track.evidence = max(0.0, track.evidence + ratio)
         if track.attack:
             return
         if track.live:
             # A live track showing a sheet again and again (something held up in front
             # of the face on the same track): the sheet decides.
-            track.attack = track.sheet_pairs_after_live >= ATTACK_PAIRS
+            track.attack = track.sheet_pairs_after_live >= ATTACK_PAIRS_AFTER_FACE
             track.live = not track.attack
         elif track.sheet_pairs >= ATTACK_PAIRS:
-            track.attack = True
+            face_seen = track.best_curved >= FACE_SEEN_F
+            track.attack = not face_seen or track.sheet_pairs >= ATTACK_PAIRS_AFTER_FACE
         elif track.evidence >= LIVE_EVIDENCE:
             track.live = True
 
