@@ -132,6 +132,20 @@ def sources(engine: FaceEngine) -> dict[str, FaceSource]:
     return {name: source for name, source in found.items() if source is not None}
 
 
+@pytest.fixture(scope="module")
+def rendered(sources: dict[str, FaceSource]) -> Callable[[str, str, int], list[np.ndarray]]:
+    """Each (kind, source, seed) rendered once for the module (a sequence takes ~1 s)."""
+    cache: dict[tuple[str, str, int], list[np.ndarray]] = {}
+
+    def frames(kind: str, name: str, seed: int) -> list[np.ndarray]:
+        key = (kind, name, seed)
+        if key not in cache:
+            cache[key] = render(kind, sources[name], seed).frames
+        return cache[key]
+
+    return frames
+
+
 def watch(
     engine: FaceEngine, frames: Sequence[np.ndarray], stage: PassiveLiveness | None = None
 ) -> list[LivenessEvidence]:
@@ -147,9 +161,9 @@ def watch(
 
 
 def test_a_print_waved_at_the_camera_is_an_attack_and_never_live(
-    engine: FaceEngine, sources: dict[str, FaceSource]
+    engine: FaceEngine, rendered: Callable[[str, str, int], list[np.ndarray]]
 ) -> None:
-    evidence = watch(engine, render("print", sources["ben"], 2).frames)
+    evidence = watch(engine, rendered("print", "ben", 2))
     assert not any(e.live for e in evidence)
     attack = next(e for e in evidence if e.live is False)
     assert attack.method == "passive" and attack.score == 0.0
@@ -158,9 +172,9 @@ def test_a_print_waved_at_the_camera_is_an_attack_and_never_live(
 
 
 def test_a_live_head_walking_up_is_live_within_a_second(
-    engine: FaceEngine, sources: dict[str, FaceSource]
+    engine: FaceEngine, rendered: Callable[[str, str, int], list[np.ndarray]]
 ) -> None:
-    frames = render("live_moving", sources["jerry"], 100008).frames
+    frames = rendered("live_moving", "jerry", 100008)
     evidence = watch(engine, frames)
     assert not any(e.live is False for e in evidence)
     verdicts = [e.live for e in evidence]
@@ -172,17 +186,17 @@ def test_a_live_head_walking_up_is_live_within_a_second(
 
 
 def test_a_person_standing_still_is_undecided_never_an_attack(
-    engine: FaceEngine, sources: dict[str, FaceSource]
+    engine: FaceEngine, rendered: Callable[[str, str, int], list[np.ndarray]]
 ) -> None:
-    evidence = watch(engine, render("live_still", sources["jerry"], 200011).frames)
+    evidence = watch(engine, rendered("live_still", "jerry", 200011))
     assert all(e.live is None for e in evidence)
     assert evidence[-1].reason.startswith("not enough motion")
 
 
 def test_tracks_are_kept_apart_and_forgotten(
-    engine: FaceEngine, sources: dict[str, FaceSource]
+    engine: FaceEngine, rendered: Callable[[str, str, int], list[np.ndarray]]
 ) -> None:
-    frames = render("live_moving", sources["jerry"], 100008).frames
+    frames = rendered("live_moving", "jerry", 100008)
     stage = PassiveLiveness()
     faces = [engine.encode(frame) for frame in frames]
     for frame, found in zip(frames, faces, strict=True):
@@ -266,7 +280,7 @@ def test_real_stills_held_in_view(engine: FaceEngine, name: str, never: bool) ->
 
 def test_the_door_lets_the_live_resident_in_and_refuses_her_print(
     engine: FaceEngine,
-    sources: dict[str, FaceSource],
+    rendered: Callable[[str, str, int], list[np.ndarray]],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -300,12 +314,11 @@ def test_the_door_lets_the_live_resident_in_and_refuses_her_print(
             clock[0] += 0.1
         return decisions
 
-    source = sources["jerry"]
-    attack = visit(render("print", source, 5).frames)
+    attack = visit(rendered("print", "jerry", 5))
     assert [(d.kind, d.code, d.person) for d in attack] == [
         ("denied", ReasonCode.PRESENTATION_ATTACK, "jerry_seinfeld")
     ]
-    live = visit(render("live_moving", source, 100008).frames)
+    live = visit(rendered("live_moving", "jerry", 100008))
     (granted,) = [d for d in live if d.kind == "granted"]
     assert granted.unlock and granted.person == "jerry_seinfeld"
     assert granted.liveness is not None and granted.liveness.method == "passive"
@@ -323,3 +336,23 @@ def test_a_nir_camera_seeing_colour_says_so_once(caplog: pytest.LogCaptureFixtur
         for _ in range(3):
             stage.observe(1, face, frame)
     assert sum("spectrum nir" in r.message for r in caplog.records) == 1
+
+
+def test_turns_away_from_the_camera_count_and_coming_back_does_not() -> None:
+    from facegate.vision.liveness.actions import TURN_LEFT, TURN_RIGHT, ActionDetector
+
+    detector = ActionDetector()
+    grey = np.zeros((4, 4), dtype=np.uint8)
+    yaws = [25.0] * 4 + [9.0] * 4 + [40.0] * 3 + [2.0] * 4 + [-20.0] * 2
+
+    def mesh_with_yaw(yaw: float) -> np.ndarray:
+        mesh = np.zeros((468, 3), dtype=np.float32)
+        # Mirror pairs one unit apart across, turned by `yaw` (the subject's left away).
+        for left in (263, 362, 291, 454, 356, 323, 288):
+            mesh[left] = (math.cos(math.radians(yaw)), 0.0, math.sin(math.radians(yaw)))
+        return mesh
+
+    for frame, yaw in enumerate(yaws):
+        detector.observe(frame, mesh_with_yaw(yaw), grey, (0, 0))
+    turns = [action for _, action in detector.actions if action != "blink"]
+    assert turns == [TURN_LEFT, TURN_RIGHT]  # 25 -> 9 is a return; 40 and -20 are turns

@@ -37,6 +37,7 @@ from facegate.pad.scene import FPS
 from facegate.pad.species import (
     ATTACKS,
     BONA_FIDE,
+    KINDS,
     PROMPT_AT_S,
     FaceSource,
     Presentation,
@@ -256,7 +257,8 @@ def plan(
     seed: int,
 ) -> Plan:
     """Every photo under `photo_root/<person>/` in sorted order; `per_kind` presentations
-    of each kind cycling through them (a kind-specific offset spreads the photos)."""
+    of each kind cycling through them (a kind-specific offset spreads the photos). Seeds
+    depend on the kind, not on which others run: one kind can be rerun alone."""
     photos = tuple(
         (person.name, path)
         for person in sorted(p for p in photo_root.iterdir() if p.is_dir())
@@ -265,7 +267,8 @@ def plan(
     )
     jobs = tuple(
         (kind, (i * 7 + k) % max(len(photos), 1), seed + 100_003 * k + i)
-        for k, kind in enumerate(kinds)
+        for kind in kinds
+        for k in [KINDS.index(kind)]
         for i in range(per_kind)
     )
     return Plan(models_dir, photos, jobs)

@@ -434,13 +434,17 @@ def answer_for(seed: int) -> str:
     return "turn_left" if seed % 2 == 0 else "turn_right"
 
 
-def answering_head(rng: np.random.Generator, seconds: float, action: str) -> PoseAt:
-    """A visitor walking up who, prompted, stops looking around (their head's wandering
-    falls to a fifth) and turns their head 25-35 degrees to their own left or right
-    (0.5 s to turn, 0.4 s held, 0.5 s back)."""
+def answering_head(
+    rng: np.random.Generator, seconds: float, action: str, frontal_deg: float = 0.0
+) -> PoseAt:
+    """A visitor walking up who, prompted, stops looking around and faces the door's
+    display (their head's wandering falls to a fifth around facing the camera:
+    `frontal_deg`, the render yaw that undoes the photo's own head turn), then turns
+    their head 25-35 degrees to their own left or right (0.5 s to turn, 0.4 s held,
+    0.5 s back)."""
     walk = walking_head(rng, seconds)
     amplitude = rng.uniform(25, 35) * (1 if action == "turn_left" else -1)
-    prompted = walk(PROMPT_AT_S).yaw_deg
+    prompted = frontal_deg
     # The prompt comes once the face is recognised: the visitor is near by then (the last
     # steps from ~0.85 m), not still walking up the hallway.
     z0, z1 = rng.uniform(0.75, 0.95), rng.uniform(0.5, 0.65)
@@ -471,7 +475,9 @@ def _live(
     background = hallway(rng, camera)
     head = _head(source, rng.uniform(0.94, 1.06))
     if answer is not None:
-        motion = answering_head(rng, seconds, answer)
+        from facegate.vision.liveness.actions import signed_yaw
+
+        motion = answering_head(rng, seconds, answer, -signed_yaw(source.mesh))
     else:
         motion = standing_head(rng, seconds) if still else walking_head(rng, seconds)
     blink = _blinks(rng, seconds)

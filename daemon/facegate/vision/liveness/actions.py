@@ -6,7 +6,8 @@ and coming back within a few frames. Openness is the product of two ratios to ba
 the eye aspect ratio (lid opening over eye width, from the mesh) and the grey-level
 contrast inside the eye contours (iris and sclera against skin): on rendered blinks
 FaceMesh's lids moved by only 5-10 % of their opening while the contrast fell to 0.5-0.65.
-A turn is the signed head yaw moving far enough from where it rested just before.
+A turn is the signed head yaw moving far enough from where it rested just before, away
+from the camera (coming back to face the camera is not a turn).
 """
 
 from __future__ import annotations
@@ -139,10 +140,17 @@ class ActionDetector:
         if len(self._yaws) >= 3:
             rest = float(np.median(np.asarray(self._yaws)))
             if self._turned is None and abs(yaw - rest) >= TURN_DEG:
+                if abs(yaw) < abs(rest):
+                    # Back towards the camera (someone who was looking aside looks at the
+                    # door's display): a return, not a turn; rest from here.
+                    self._yaws.clear()
+                    self._yaws.append(yaw)
+                    return
                 self._turned = TURN_LEFT if yaw > rest else TURN_RIGHT
                 self.actions.append((frame, self._turned))
                 return  # the resting window keeps the pre-turn yaw while the turn is held
-            if self._turned is not None and abs(yaw - rest) < TURN_DEG / 2:
-                self._turned = None
+            side = 1.0 if self._turned == TURN_LEFT else -1.0
+            if self._turned is not None and (yaw - rest) * side < TURN_DEG / 2:
+                self._turned = None  # back (or past the rest the other way): turn over
         if self._turned is None:
             self._yaws.append(yaw)
