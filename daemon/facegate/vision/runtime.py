@@ -6,10 +6,12 @@ tensorflow.lite. FACEGATE_TFLITE_RUNTIME forces one, for benchmarks.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -69,7 +71,50 @@ def load_interpreter(path: Path, threads: int) -> Any:
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"{path}: not a loadable TFLite model ({exc})") from exc
     logger.info("loaded %s with %s (%d threads)", path.name, name, threads)
+    if delegation_report(interpreter).fully_delegated:
+        released = release_file_pages(path)
+        logger.debug("%s: %.1f MB of the mapped model file released", path.name, released / 2**20)
     return interpreter
+
+
+#: madvise(2) advice: drop these pages now (the same value on every Linux architecture).
+MADV_DONTNEED: Final = 4
+
+
+def release_file_pages(path: Path) -> int:
+    """Drop this process's resident pages of every read-only mapping of the file `path`;
+    returns the bytes advised (0 off Linux or when nothing maps it).
+
+    The interpreter maps its model file. Once XNNPACK has packed the weights into its own
+    buffers (allocate_tensors), the mapping is no longer read, yet it stays resident: the
+    int8 FaceNet is 23 MB of it. A read-only file mapping's pages are clean, so dropping
+    them loses nothing: a page touched again is read back from the file."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return 0
+    target = str(path.resolve())
+    advise = _libc_madvise()
+    released = 0
+    for line in maps.splitlines():
+        fields = line.split(maxsplit=5)
+        # Writable mappings may hold private copies of changed pages: those must stay.
+        if len(fields) < 6 or fields[5] != target or "w" in fields[1]:
+            continue
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        if advise is not None and advise(start, end - start, MADV_DONTNEED) == 0:
+            released += end - start
+    return released
+
+
+def _libc_madvise() -> Any:
+    """libc's madvise(addr, length, advice), or None where there is none to call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    function = ctypes.CDLL(None, use_errno=True).madvise
+    function.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    function.restype = ctypes.c_int
+    return function
 
 
 def check_input_shape(

@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Where the memory of `facegate run` goes (issue 17, item 4); prints one JSON object.
+
+1. daemon: a real `facegate run` subprocess (default door config: liveness passive, audit
+   on, four residents enrolled, a private mosquitto, an image-folder camera), measured
+   `--settle` seconds after its "ready" log line: VmRSS, RssAnon / RssFile / RssShmem from
+   /proc/<pid>/status, and /proc/<pid>/smaps grouped by what is mapped (each shared
+   library, each model file, [heap], anonymous mappings), largest Rss first.
+2. imports: VmRSS after each import of the daemon's import chain in one fresh interpreter,
+   in order, as deltas (a module's delta includes what it pulls in first).
+
+Usage: scripts/rss_breakdown.py [--settle 3] [--top 25] [--env NAME=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+RESIDENTS = ("ben_afflek", "elton_john", "jerry_seinfeld", "mindy_kaling")
+# The daemon's imports in the order `facegate run` meets them (cli -> service -> ...).
+IMPORTS = (
+    "numpy",
+    "cv2",
+    "ai_edge_litert.interpreter",
+    "yaml",
+    "pydantic",
+    "facegate.config",
+    "facegate.vision.engine",
+    "paho.mqtt.client",
+    "cryptography.hazmat.primitives.asymmetric.ed25519",
+    "facegate.mqtt",
+    "facegate.outputs",
+    "facegate.service",
+    "prometheus_client",
+)
+STATUS_KEYS = ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM", "VmSize")
+
+
+def status_kb(pid: int | str) -> dict[str, int]:
+    """The memory lines of /proc/<pid>/status, in kB."""
+    found: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in STATUS_KEYS:
+            found[key] = int(value.split()[0])
+    return found
+
+
+def _mapping_name(path: str, size_kb: int) -> str:
+    if not path:
+        # Large anonymous mappings are glibc mmap()s of big blocks (XNNPACK's packed
+        # weights, arenas of other threads, numpy buffers): keep them apart from the small.
+        return "[anon >= 1 MB]" if size_kb >= 1024 else "[anon < 1 MB]"
+    if path.startswith("["):
+        return "[stack]" if path.startswith("[stack") else path
+    return path
+
+
+def smaps_groups(pid: int | str) -> list[dict[str, Any]]:
+    """Rss / Pss / anonymous / file-clean kB per mapped object, largest Rss first."""
+    totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    name = ""
+    header = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if header.match(line):
+            parts = line.split(None, 5)
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            path = parts[5] if len(parts) == 6 else ""
+            name = _mapping_name(path, (end - start) // 1024)
+            totals[name]["mappings"] += 1
+            continue
+        key, _, value = line.partition(":")
+        if key in ("Rss", "Pss", "Anonymous", "Private_Clean", "Shared_Clean"):
+            totals[name][key] += int(value.split()[0])
+    rows = [{"mapping": k, **v} for k, v in totals.items()]
+    return sorted(rows, key=lambda r: -r.get("Rss", 0))
+
+
+def _by_kind(groups: list[dict[str, Any]]) -> dict[str, float]:
+    """Rss MB by kind of mapping: model files, shared libraries, heap, anonymous, other."""
+    kinds: dict[str, int] = defaultdict(int)
+    for row in groups:
+        name = row["mapping"]
+        if name.endswith(".tflite"):
+            kind = "model files (.tflite)"
+        elif ".so" in name:
+            kind = "shared libraries (.so)"
+        elif name == "[heap]":
+            kind = "[heap] (brk)"
+        elif name.startswith("[anon"):
+            kind = name
+        else:
+            kind = "other"
+        kinds[kind] += row.get("Rss", 0)
+    return {k: round(v / 1024, 1) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])}
+
+
+def import_deltas(env: dict[str, str]) -> list[dict[str, Any]]:
+    """VmRSS after each import in IMPORTS, in one fresh interpreter."""
+    code = (
+        "import importlib, json, sys\n"
+        "def rss():\n"
+        "    for l in open('/proc/self/status'):\n"
+        "        if l.startswith('VmRSS:'): return int(l.split()[1])\n"
+        "out = [('python', rss())]\n"
+        f"for name in {list(IMPORTS)!r}:\n"
+        "    importlib.import_module(name); out.append((name, rss()))\n"
+        "print(json.dumps(out))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    steps = json.loads(run.stdout)
+    rows = [{"import": steps[0][0], "rss_mb": round(steps[0][1] / 1024, 1), "delta_mb": None}]
+    for (_, before), (name, after) in zip(steps, steps[1:], strict=False):
+        rows.append(
+            {"import": name, "rss_mb": round(after / 1024, 1),
+             "delta_mb": round((after - before) / 1024, 1)}
+        )  # fmt: skip
+    return rows
+
+
+def wait_log(log: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if re.search(pattern, log.read_text(errors="replace")):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"daemon not ready ({pattern!r}):\n{log.read_text(errors='replace')}")
+
+
+def measure_daemon(root: Path, env: dict[str, str], settle: float) -> dict[str, Any]:
+    """Start `facegate run` on an empty scene; its memory `settle` s after ready."""
+    # Imported here: the smaps helpers above are imported by tests without numpy or cv2.
+    sys.path.insert(0, str(REPO / "tests"))
+    import cv2
+
+    from broker import MosquittoBroker
+    from scenes import empty_frame, write_config, write_enrollment, write_unlock_key
+
+    broker = MosquittoBroker(root / "mosquitto")
+    broker.start()
+    try:
+        write_unlock_key(root / "unlock.key")
+        write_enrollment(root / "enrollment.yaml", {p: ["front"] for p in RESIDENTS})
+        (root / "camera").mkdir()
+        cv2.imwrite(str(root / "camera" / "frame.jpg"), empty_frame())
+        config = write_config(
+            root / "facegate.yaml",
+            port=broker.port,
+            cameras=[{"door": "front", "source": "camera/", "fps": 10, "loop": True}],
+            recognition={"liveness": "passive"},  # the shipped default
+            signing={"algorithm": "ed25519", "key_file": "unlock.key"},
+        )
+        log = root / "daemon.log"
+        with log.open("wb") as out:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "facegate", "run", "--config", str(config)],
+                stdout=out, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+        try:
+            wait_log(log, "ready: models loaded", daemon, 120)
+            time.sleep(settle)
+            status = status_kb(daemon.pid)
+            groups = smaps_groups(daemon.pid)
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(30)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
+    finally:
+        broker.stop()
+    return {"status_mb": {k: round(v / 1024, 1) for k, v in status.items()},
+            "by_kind_mb": _by_kind(groups), "groups": groups}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds after ready")
+    parser.add_argument("--top", type=int, default=25, help="mappings to list")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the daemon")
+    parser.add_argument("--no-imports", action="store_true", help="skip the import deltas")
+    args = parser.parse_args()
+    env = dict(os.environ)
+    env.update(item.split("=", 1) for item in args.env)
+    with tempfile.TemporaryDirectory(prefix="facegate-rss-") as tmp:
+        daemon = measure_daemon(Path(tmp), env, args.settle)
+    daemon["groups"] = [
+        {"mapping": r["mapping"], "rss_mb": round(r.get("Rss", 0) / 1024, 1),
+         "anon_mb": round(r.get("Anonymous", 0) / 1024, 1), "mappings": r["mappings"]}
+        for r in daemon["groups"][: args.top]
+    ]  # fmt: skip
+    result: dict[str, Any] = {"daemon": daemon}
+    if not args.no_imports:
+        result["imports"] = import_deltas(env)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

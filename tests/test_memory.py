@@ -1,0 +1,81 @@
+"""What the daemon keeps in memory (issue 17, item 4): only the models in use, each
+model file's pages dropped once XNNPACK holds its own copy of the weights, and optional
+features' libraries imported only when the feature is on.
+
+RSS itself is a benchmark figure (scripts/rss_breakdown.py): these tests check the causes,
+which either hold or do not, and are never timed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from facegate.vision.engine import MODEL_FILES
+from facegate.vision.runtime import load_interpreter
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+from rss_breakdown import smaps_groups  # noqa: E402
+
+MB = 1024  # smaps counts kB
+
+
+def _resident_kb(pid: int | str, path: Path) -> int | None:
+    """Rss of every mapping of `path` in process `pid`, or None when nothing maps it."""
+    for row in smaps_groups(pid):
+        if row["mapping"] == str(path.resolve()):
+            return int(row.get("Rss", 0))
+    return None
+
+
+def test_the_int8_embedder_file_is_not_kept_resident_once_loaded(models_dir: Path) -> None:
+    # A fresh interpreter: no other test's interpreter maps the same file there.
+    path = models_dir / MODEL_FILES["int8"]
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        f"sys.path.insert(0, {str(REPO / 'scripts')!r})\n"
+        "from rss_breakdown import smaps_groups\n"
+        "from facegate.vision.runtime import load_interpreter\n"
+        f"path = Path({str(path)!r})\n"
+        "interpreter = load_interpreter(path, 2)\n"
+        "interpreter.invoke()\n"
+        "rows = [r for r in smaps_groups('self') if r['mapping'] == str(path.resolve())]\n"
+        "print(json.dumps({'mapped': len(rows), 'rss_kb': sum(r['Rss'] for r in rows)}))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    found = json.loads(run.stdout.splitlines()[-1])
+    # Still mapped (the interpreter owns it) but not resident: 23 MB before the release.
+    assert found["mapped"] == 1, found
+    assert found["rss_kb"] < 2 * MB, found
+
+
+@pytest.mark.parametrize("role", ["int8", "landmarks", "detector_short"])
+def test_a_model_whose_file_pages_were_dropped_answers_exactly_as_before(
+    models_dir: Path, role: str
+) -> None:
+    path = models_dir / MODEL_FILES[role]
+    released = load_interpreter(path, 2)
+    kept = Interpreter(model_path=str(path), num_threads=2)
+    kept.allocate_tensors()
+    rng = np.random.default_rng(17)
+    detail = released.get_input_details()[0]
+    if detail["dtype"] == np.float32:
+        probe = rng.random(detail["shape"], dtype=np.float32)
+    else:
+        probe = rng.integers(-128, 128, detail["shape"]).astype(detail["dtype"])
+    answers = []
+    for interpreter in (released, kept):
+        interpreter.set_tensor(detail["index"], probe)
+        interpreter.invoke()
+        answers.append([interpreter.get_tensor(o["index"]) for o in kept.get_output_details()])
+    for ours, reference in zip(*answers, strict=True):
+        np.testing.assert_array_equal(ours, reference)
