@@ -8,6 +8,7 @@ which either hold or do not, and are never timed."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +17,14 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
+from broker import MosquittoBroker, free_port
+from door_site import DOOR, RESIDENT, Daemon, hallway, make_site
 from facegate.vision.engine import MODEL_FILES
 from facegate.vision.runtime import load_interpreter
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
-from rss_breakdown import smaps_groups  # noqa: E402
+from rss_breakdown import smaps_groups, status_kb  # noqa: E402
 
 MB = 1024  # smaps counts kB
 
@@ -79,3 +82,43 @@ def test_a_model_whose_file_pages_were_dropped_answers_exactly_as_before(
         answers.append([interpreter.get_tensor(o["index"]) for o in kept.get_output_details()])
     for ours, reference in zip(*answers, strict=True):
         np.testing.assert_array_equal(ours, reference)
+
+
+# -- the daemon as a process --------------------------------------------------------------
+
+#: One line per module the interpreter imports (PYTHONPROFILEIMPORTTIME, on stderr).
+IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", re.MULTILINE)
+
+
+def _run_door(root: Path, broker: MosquittoBroker, *, metrics: bool) -> tuple[set[str], str]:
+    """Start `facegate run` (default models: int8 embedder, liveness passive) on an empty
+    hallway; the modules it imported and its /proc/<pid>/maps once ready."""
+    site = make_site(root, broker.port, people={RESIDENT: [DOOR]}, scene=hallway(2),
+                     recognition={"liveness": "passive"})  # fmt: skip
+    if metrics:
+        with site.config.open("a") as file:
+            file.write(f"metrics: {{enabled: true, listen: '127.0.0.1:{free_port()}'}}\n")
+    daemon = Daemon(site.config, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    try:
+        daemon.wait_ready()
+        maps = Path(f"/proc/{daemon.pid}/maps").read_text()
+        print(f"metrics={metrics}: VmRSS {status_kb(daemon.pid)['VmRSS'] / MB:.1f} MB after ready")
+        assert daemon.terminate() == 0
+    finally:
+        daemon.kill()
+    return set(IMPORTED.findall(daemon.log())), maps
+
+
+def test_the_door_loads_only_the_models_and_libraries_its_config_uses(
+    tmp_path: Path, mosquitto: MosquittoBroker, models_dir: Path
+) -> None:
+    modules, maps = _run_door(tmp_path / "plain", mosquitto, metrics=False)
+    assert "facegate.service" in modules  # the import log is there and read right
+    mapped = {Path(line.split(maxsplit=5)[5]).name for line in maps.splitlines()
+              if line.count(" ") >= 5 and line.rstrip().endswith(".tflite")}  # fmt: skip
+    assert mapped == {MODEL_FILES["detector_short"], MODEL_FILES["landmarks"], MODEL_FILES["int8"]}
+    # Metrics are off by default: neither prometheus_client nor its HTTP server is loaded.
+    assert not {m for m in modules if m.startswith(("prometheus_client", "http.server"))}
+
+    with_metrics, _ = _run_door(tmp_path / "metrics", mosquitto, metrics=True)
+    assert {"prometheus_client", "facegate.prometheus"} <= with_metrics

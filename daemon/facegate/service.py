@@ -19,7 +19,7 @@ from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from types import FrameType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from facegate.camera import LatestFrameGrabber, source_from_config
 from facegate.config import CameraConfig, FacegateConfig, load_config, load_enrollment
@@ -31,7 +31,7 @@ from facegate.errors import FacegateError
 from facegate.fleet import FleetAgent, start_fleet
 from facegate.gallery import Gallery
 from facegate.keys import PrivateKey
-from facegate.metrics import DaemonMetrics, start_metrics
+from facegate.metrics import start_metrics
 from facegate.mqtt import DoorBus, MqttPublisher, load_door_keys
 from facegate.mqtt.intake import RequestIntake
 from facegate.notify import SystemdNotifier
@@ -41,6 +41,9 @@ from facegate.policy import DoorPolicy
 from facegate.review import UnknownFaceCollector, start_review
 from facegate.vision.engine import FaceEngine
 from facegate.vision.quality import QualityGate
+
+if TYPE_CHECKING:
+    from facegate.metrics import DaemonMetrics  # prometheus_client: only with metrics on
 
 logger = logging.getLogger(__name__)
 
