@@ -8,6 +8,7 @@ which either hold or do not, and are never timed."""
 from __future__ import annotations
 
 import json
+import mmap
 import re
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from ai_edge_litert.interpreter import Interpreter
 from broker import MosquittoBroker, free_port
 from door_site import DOOR, RESIDENT, Daemon, hallway, make_site
 from facegate.vision.engine import MODEL_FILES
-from facegate.vision.runtime import load_interpreter
+from facegate.vision.runtime import load_interpreter, release_file_pages
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
@@ -59,6 +60,23 @@ def test_the_int8_embedder_file_is_not_kept_resident_once_loaded(models_dir: Pat
     # Still mapped (the interpreter owns it) but not resident: 23 MB before the release.
     assert found["mapped"] == 1, found
     assert found["rss_kb"] < 2 * MB, found
+
+
+def test_only_read_only_shared_mappings_are_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(bytes(range(256)) * 4096)  # 1 MB
+    with path.open("rb") as shared_file, path.open("r+b") as private_file:
+        shared = mmap.mmap(shared_file.fileno(), 0, prot=mmap.PROT_READ)
+        private = mmap.mmap(private_file.fileno(), 0, flags=mmap.MAP_PRIVATE)
+        private[:4] = b"mine"  # a private copy of the page, not in the file
+        assert shared[4096 * 7] == 0 and _resident_kb("self", path)  # both resident
+        released = release_file_pages(path)
+        # The shared read-only one went (and reads back from the file), the private one
+        # with its change stayed.
+        assert released == len(shared)
+        assert private[:4] == b"mine" and shared[:4] == bytes(range(4))
+        shared.close()
+        private.close()
 
 
 @pytest.mark.parametrize("role", ["int8", "landmarks", "detector_short"])

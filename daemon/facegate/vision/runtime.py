@@ -85,10 +85,11 @@ def release_file_pages(path: Path) -> int:
     """Drop this process's resident pages of every read-only mapping of the file `path`;
     returns the bytes advised (0 off Linux or when nothing maps it).
 
-    The interpreter maps its model file. Once XNNPACK has packed the weights into its own
-    buffers (allocate_tensors), the mapping is no longer read, yet it stays resident: the
-    int8 FaceNet is 23 MB of it. A read-only file mapping's pages are clean, so dropping
-    them loses nothing: a page touched again is read back from the file."""
+    The interpreter maps its model file (read-only, shared). Once XNNPACK has packed the
+    weights into its own buffers (allocate_tensors), the mapping is no longer read, yet it
+    stays resident: the int8 FaceNet is 23 MB of it. The pages of a read-only shared file
+    mapping are the file's own, so dropping them loses nothing: a page touched again is
+    read back from the file."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
@@ -98,8 +99,9 @@ def release_file_pages(path: Path) -> int:
     released = 0
     for line in maps.splitlines():
         fields = line.split(maxsplit=5)
-        # Writable mappings may hold private copies of changed pages: those must stay.
-        if len(fields) < 6 or fields[5] != target or "w" in fields[1]:
+        # Only read-only shared ones: a private mapping may hold private copies of changed
+        # pages (mprotect then write), which dropping would silently undo.
+        if len(fields) < 6 or fields[5] != target or fields[1][1:4:2] != "-s":
             continue
         start, end = (int(x, 16) for x in fields[0].split("-"))
         if advise is not None and advise(start, end - start, MADV_DONTNEED) == 0:
