@@ -3,7 +3,8 @@
 
 1. daemon: a real `facegate run` subprocess (default door config: liveness passive, audit
    on, four residents enrolled, a private mosquitto, an image-folder camera), measured
-   `--settle` seconds after its "ready" log line: VmRSS, RssAnon / RssFile / RssShmem from
+   `--settle` seconds after its "ready" log line, on its first start (it embeds every
+   enrollment photo) and on a restart (gallery up to date): VmRSS, RssAnon / RssFile / RssShmem from
    /proc/<pid>/status, and /proc/<pid>/smaps grouped by what is mapped (each shared
    library, each model file, [heap], anonymous mappings), largest Rss first.
 2. imports: VmRSS after each import of the daemon's import chain in one fresh interpreter,
@@ -144,50 +145,65 @@ def wait_log(log: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: fl
     raise RuntimeError(f"daemon not ready ({pattern!r}):\n{log.read_text(errors='replace')}")
 
 
-def measure_daemon(root: Path, env: dict[str, str], settle: float) -> dict[str, Any]:
-    """Start `facegate run` on an empty scene; its memory `settle` s after ready."""
+def _site(root: Path, port: int) -> Path:
+    """Key, enrollment (four residents), an empty one-file camera and the config."""
     # Imported here: the smaps helpers above are imported by tests without numpy or cv2.
     sys.path.insert(0, str(REPO / "tests"))
     import cv2
 
-    from broker import MosquittoBroker
     from scenes import empty_frame, write_config, write_enrollment, write_unlock_key
+
+    write_unlock_key(root / "unlock.key")
+    write_enrollment(root / "enrollment.yaml", {p: ["front"] for p in RESIDENTS})
+    (root / "camera").mkdir()
+    cv2.imwrite(str(root / "camera" / "frame.jpg"), empty_frame())
+    return write_config(
+        root / "facegate.yaml",
+        port=port,
+        cameras=[{"door": "front", "source": "camera/", "fps": 10, "loop": True}],
+        recognition={"liveness": "passive"},  # the shipped default
+        signing={"algorithm": "ed25519", "key_file": "unlock.key"},
+    )
+
+
+def _one_start(config: Path, env: dict[str, str], settle: float) -> dict[str, Any]:
+    """One `facegate run` until `settle` s after ready: its memory, then SIGTERM."""
+    log = config.parent / "daemon.log"
+    with log.open("wb") as out:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "facegate", "run", "--config", str(config)],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+        wait_log(log, "ready: models loaded", daemon, 120)
+        time.sleep(settle)
+        status = status_kb(daemon.pid)
+        groups = smaps_groups(daemon.pid)
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    return {"status_mb": {k: round(v / 1024, 1) for k, v in status.items()},
+            "by_kind_mb": _by_kind(groups), "groups": groups}  # fmt: skip
+
+
+def measure_daemon(root: Path, env: dict[str, str], settle: float) -> dict[str, Any]:
+    """The first start (embeds every enrollment photo into a new gallery) and a restart
+    (the gallery is up to date: what a door does after a reboot)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from broker import MosquittoBroker
 
     broker = MosquittoBroker(root / "mosquitto")
     broker.start()
     try:
-        write_unlock_key(root / "unlock.key")
-        write_enrollment(root / "enrollment.yaml", {p: ["front"] for p in RESIDENTS})
-        (root / "camera").mkdir()
-        cv2.imwrite(str(root / "camera" / "frame.jpg"), empty_frame())
-        config = write_config(
-            root / "facegate.yaml",
-            port=broker.port,
-            cameras=[{"door": "front", "source": "camera/", "fps": 10, "loop": True}],
-            recognition={"liveness": "passive"},  # the shipped default
-            signing={"algorithm": "ed25519", "key_file": "unlock.key"},
-        )
-        log = root / "daemon.log"
-        with log.open("wb") as out:
-            daemon = subprocess.Popen(
-                [sys.executable, "-m", "facegate", "run", "--config", str(config)],
-                stdout=out, stderr=subprocess.STDOUT, env=env,
-            )  # fmt: skip
-        try:
-            wait_log(log, "ready: models loaded", daemon, 120)
-            time.sleep(settle)
-            status = status_kb(daemon.pid)
-            groups = smaps_groups(daemon.pid)
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(30)
-        finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.wait()
+        config = _site(root, broker.port)
+        first = _one_start(config, env, settle)
+        restart = _one_start(config, env, settle)
     finally:
         broker.stop()
-    return {"status_mb": {k: round(v / 1024, 1) for k, v in status.items()},
-            "by_kind_mb": _by_kind(groups), "groups": groups}  # fmt: skip
+    return {"first_start": first, "restart": restart}
 
 
 def main() -> int:
@@ -201,11 +217,12 @@ def main() -> int:
     env.update(item.split("=", 1) for item in args.env)
     with tempfile.TemporaryDirectory(prefix="facegate-rss-") as tmp:
         daemon = measure_daemon(Path(tmp), env, args.settle)
-    daemon["groups"] = [
-        {"mapping": r["mapping"], "rss_mb": round(r.get("Rss", 0) / 1024, 1),
-         "anon_mb": round(r.get("Anonymous", 0) / 1024, 1), "mappings": r["mappings"]}
-        for r in daemon["groups"][: args.top]
-    ]  # fmt: skip
+    for start in daemon.values():
+        start["groups"] = [
+            {"mapping": r["mapping"], "rss_mb": round(r.get("Rss", 0) / 1024, 1),
+             "anon_mb": round(r.get("Anonymous", 0) / 1024, 1), "mappings": r["mappings"]}
+            for r in start["groups"][: args.top]
+        ]  # fmt: skip
     result: dict[str, Any] = {"daemon": daemon}
     if not args.no_imports:
         result["imports"] = import_deltas(env)
