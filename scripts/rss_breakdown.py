@@ -3,14 +3,17 @@
 
 1. daemon: a real `facegate run` subprocess (default door config: liveness passive, audit
    on, four residents enrolled, a private mosquitto, an image-folder camera), measured
-   `--settle` seconds after its "ready" log line, on its first start (it embeds every
-   enrollment photo) and on a restart (gallery up to date): VmRSS, RssAnon / RssFile / RssShmem from
-   /proc/<pid>/status, and /proc/<pid>/smaps grouped by what is mapped (each shared
-   library, each model file, [heap], anonymous mappings), largest Rss first.
+   `--settle` seconds after its "ready" log line on its first start (it embeds every
+   enrollment photo) and on a restart (gallery up to date), and `--visit-seconds` after
+   ready on a restart whose camera shows residents and a stranger coming and going:
+   VmRSS, RssAnon / RssFile / RssShmem from /proc/<pid>/status, and /proc/<pid>/smaps
+   grouped by what is mapped (each shared library, each model file, [heap], anonymous
+   mappings), largest Rss first.
 2. imports: VmRSS after each import of the daemon's import chain in one fresh interpreter,
    in order, as deltas (a module's delta includes what it pulls in first).
 
-Usage: scripts/rss_breakdown.py [--settle 3] [--top 25] [--env NAME=VALUE ...]
+Usage: scripts/rss_breakdown.py [--settle 3] [--visit-seconds 60] [--top 25]
+                                [--env NAME=VALUE ...] [--no-imports]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 
 RESIDENTS = ("ben_afflek", "elton_john", "jerry_seinfeld", "mindy_kaling")
+STRANGER = "madonna"
 # The daemon's imports in the order `facegate run` meets them (cli -> service -> ...).
 IMPORTS = (
     "numpy",
@@ -145,30 +149,39 @@ def wait_log(log: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: fl
     raise RuntimeError(f"daemon not ready ({pattern!r}):\n{log.read_text(errors='replace')}")
 
 
-def _site(root: Path, port: int) -> Path:
-    """Key, enrollment (four residents), an empty one-file camera and the config."""
+def _site(root: Path, port: int, camera: str, frames: list[Any]) -> Path:
+    """Key and enrollment (four residents; kept if there), a looping image-folder camera
+    `camera` showing `frames`, and its config `<camera>.yaml` (one gallery for all)."""
     # Imported here: the smaps helpers above are imported by tests without numpy or cv2.
     sys.path.insert(0, str(REPO / "tests"))
-    import cv2
+    from scenes import write_config, write_enrollment, write_folder, write_unlock_key
 
-    from scenes import empty_frame, write_config, write_enrollment, write_unlock_key
-
-    write_unlock_key(root / "unlock.key")
-    write_enrollment(root / "enrollment.yaml", {p: ["front"] for p in RESIDENTS})
-    (root / "camera").mkdir()
-    cv2.imwrite(str(root / "camera" / "frame.jpg"), empty_frame())
+    if not (root / "unlock.key").exists():
+        write_unlock_key(root / "unlock.key")
+        write_enrollment(root / "enrollment.yaml", {p: ["front"] for p in RESIDENTS})
+    write_folder(root / camera, frames)
     return write_config(
-        root / "facegate.yaml",
+        root / f"{camera}.yaml",
         port=port,
-        cameras=[{"door": "front", "source": "camera/", "fps": 10, "loop": True}],
+        cameras=[{"door": "front", "source": f"{camera}/", "fps": 10, "loop": True}],
         recognition={"liveness": "passive"},  # the shipped default
         signing={"algorithm": "ed25519", "key_file": "unlock.key"},
     )
 
 
+def _visits() -> list[Any]:
+    """Each resident and a stranger in turn, 2 s each, with 1 s of empty hallway between."""
+    from scenes import empty_frame, fit, photo
+
+    frames: list[Any] = []
+    for person in (*RESIDENTS, STRANGER):
+        frames += [empty_frame()] * 10 + [fit(photo(person))] * 20
+    return frames
+
+
 def _one_start(config: Path, env: dict[str, str], settle: float) -> dict[str, Any]:
     """One `facegate run` until `settle` s after ready: its memory, then SIGTERM."""
-    log = config.parent / "daemon.log"
+    log = config.with_suffix(".log")
     with log.open("wb") as out:
         daemon = subprocess.Popen(
             [sys.executable, "-m", "facegate", "run", "--config", str(config)],
@@ -189,21 +202,28 @@ def _one_start(config: Path, env: dict[str, str], settle: float) -> dict[str, An
             "by_kind_mb": _by_kind(groups), "groups": groups}  # fmt: skip
 
 
-def measure_daemon(root: Path, env: dict[str, str], settle: float) -> dict[str, Any]:
-    """The first start (embeds every enrollment photo into a new gallery) and a restart
-    (the gallery is up to date: what a door does after a reboot)."""
+def measure_daemon(
+    root: Path, env: dict[str, str], settle: float, visit_seconds: float
+) -> dict[str, Any]:
+    """The first start (embeds every enrollment photo into a new gallery), a restart (the
+    gallery is up to date: what a door does after a reboot), and, with `visit_seconds`,
+    a restart that then sees residents and a stranger come and go for that long."""
     sys.path.insert(0, str(REPO / "tests"))
     from broker import MosquittoBroker
+    from scenes import empty_frame
 
     broker = MosquittoBroker(root / "mosquitto")
     broker.start()
     try:
-        config = _site(root, broker.port)
-        first = _one_start(config, env, settle)
-        restart = _one_start(config, env, settle)
+        hallway = _site(root, broker.port, "hallway", [empty_frame()])
+        found = {"first_start": _one_start(hallway, env, settle)}
+        found["restart"] = _one_start(hallway, env, settle)
+        if visit_seconds > 0:
+            visits = _site(root, broker.port, "visits", _visits())
+            found[f"after_{visit_seconds:g}s_of_visits"] = _one_start(visits, env, visit_seconds)
     finally:
         broker.stop()
-    return {"first_start": first, "restart": restart}
+    return found
 
 
 def main() -> int:
@@ -212,11 +232,14 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=25, help="mappings to list")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the daemon")
     parser.add_argument("--no-imports", action="store_true", help="skip the import deltas")
+    parser.add_argument(
+        "--visit-seconds", type=float, default=60.0, help="visitors after a restart (0: none)"
+    )
     args = parser.parse_args()
     env = dict(os.environ)
     env.update(item.split("=", 1) for item in args.env)
     with tempfile.TemporaryDirectory(prefix="facegate-rss-") as tmp:
-        daemon = measure_daemon(Path(tmp), env, args.settle)
+        daemon = measure_daemon(Path(tmp), env, args.settle, args.visit_seconds)
     for start in daemon.values():
         start["groups"] = [
             {"mapping": r["mapping"], "rss_mb": round(r.get("Rss", 0) / 1024, 1),
