@@ -182,6 +182,10 @@ class ControlServer:
                 self._end(door, expired)  # also without frames: a dead camera
         return bool(self._reloads)
 
+    def capturing(self, door: str) -> bool:
+        """A capture runs at `door` (its frames are then embedded whole)."""
+        return door in self._captures
+
     def frame(self, door: str, image: ImageArray, result: StepResult) -> None:
         """A processed frame of `door`: feed its capture, if one runs there."""
         capture = self._captures.get(door)

@@ -152,6 +152,17 @@ class LivenessGate:
             return self._passive(state, now)
         return self._challenge(track, state, now)
 
+    def waiting(self, track: int | None, now: float) -> bool:
+        """Whether `check(track, now)` would only say WAIT, changing nothing: a passive
+        track with no verdict yet, confirmed less than `liveness_wait_s` ago or already
+        reported undecided (the policy then needs no fresh look at its face)."""
+        state = self._tracks.get(track) if track is not None else None
+        if self.mode != "passive" or state is None:
+            return self.mode == "passive"
+        if state.evidence.live is not None or state.failed or state.confirmed_at is None:
+            return False
+        return now - state.confirmed_at < self._wait_s or Verdict.UNDECIDED in state.reported
+
     def _passive(self, state: _Track, now: float) -> Verdict:
         if state.evidence.live is True:
             state.passed = "passive"

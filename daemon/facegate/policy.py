@@ -12,6 +12,11 @@ Rules, all failing closed:
   identity changes never confirms. Faces without a track id (offline tools, tests) count as
   one track per identity. Confirmation clears that identity's history, so one approach
   gives one decision.
+- A decision rests on a face embedded in the frame that makes it: a face whose embedding
+  was reused from an earlier frame of its track (`fresh` False: the pipeline re-embeds a
+  standing face only now and then) keeps its track's window, but a decision it would
+  make waits for the next frame, in which that track is embedded again (`take_recheck`).
+  Another person stepping into the same place never decides as the one before.
 - A confirmed identity is granted only if enrolled in the directory, valid now (not disabled,
   inside valid_from..valid_until), allowed at this door and inside its schedule (if any).
   A blocked identity (a negative identity: never let in) is denied with code `blocked`, at
@@ -107,6 +112,7 @@ class FaceObservation:
     match: MatchResult  # 1:K identify, threshold and margin applied
     claim_match: MatchResult | None = None  # 1:1 verify against the active claim, if any
     track_id: int | None = None  # the face track (facegate.tracking); None: untracked
+    fresh: bool = True  # embedded in this frame (False: reused from an earlier frame)
 
 
 @dataclass(slots=True)
@@ -132,6 +138,7 @@ class _Digest:
     best: dict[str, MatchResult] = field(default_factory=dict)
     unknown: MatchResult | None = None
     tracks: dict[str | None, int | None] = field(default_factory=dict)  # identity -> track
+    fresh: dict[str | None, bool] = field(default_factory=dict)  # identity -> its face's
     claim: FaceObservation | None = None
 
 
@@ -160,6 +167,8 @@ class DoorPolicy:
         self._claim: _Claim | None = None
         self._outcomes: list[ClaimOutcome] = []
         self._expired: list[ClaimOutcome] = []
+        # Tracks whose reused face held back a decision: the pipeline embeds them next.
+        self._recheck: set[int | None] = set()
         self._gate = LivenessGate(door, recognition)
         self.update(recognition, people, mode)
 
@@ -206,6 +215,16 @@ class DoorPolicy:
             decided.append(dataclasses.replace(d, track_id=track, liveness=summary))
         return decided
 
+    def now(self) -> float:
+        """The policy's clock (epoch seconds)."""
+        return self._clock()
+
+    def take_recheck(self) -> set[int | None]:
+        """Tracks a decision waits to see embedded afresh (their face in the last frame was
+        reused), once: the pipeline embeds them in the next frame."""
+        recheck, self._recheck = self._recheck, set()
+        return recheck
+
     def take_prompts(self) -> list[Prompt]:
         """Liveness challenges to publish for this door (and clears: action None), once."""
         return self._gate.take_prompts()
@@ -227,9 +246,11 @@ class DoorPolicy:
                 if known is None or match.distance < known.distance:
                     digest.best[match.identity] = match
                     digest.tracks[match.identity] = face.track_id
+                    digest.fresh[match.identity] = face.fresh
             elif digest.unknown is None or match.distance < digest.unknown.distance:
                 digest.unknown = match
                 digest.tracks[None] = face.track_id
+                digest.fresh[None] = face.fresh
         return digest
 
     @staticmethod
@@ -280,6 +301,10 @@ class DoorPolicy:
         frames = self._count(identity)
         if frames < self._recognition.confirm_frames:
             return
+        track = digest.tracks[identity]
+        if not digest.fresh[identity] and self._could_decide(identity, track, now):
+            self._recheck.add(track)  # decide on this face, embedded again
+            return
         match = digest.best[identity]
         grant = self.mode == "face" and self._may_pass(identity, now)
         if grant and not self._alive(
@@ -298,6 +323,21 @@ class DoorPolicy:
             self._deny_in_card_mode(identity, match, frames, code, request_id, now, out)
             return
         self._decide_person(identity, match, frames, None, now, out)
+
+    def _could_decide(self, identity: str, track: int | None, now: float) -> bool:
+        """Whether a confirmation of `identity` on `track` now may publish anything: every
+        decision about a person (grant, denial, liveness denial) waits out their cooldown,
+        a card_and_face door's "no valid claim" its own as well, and a grant its track's
+        liveness verdict."""
+        cooldown = self._recognition.cooldown_s
+        if not _quiet(self._cooldown, identity, now, cooldown, mark=False):
+            return False
+        if self.mode == "card_and_face" and not self._people.is_blocked(identity):
+            return _quiet(self._no_claim_cooldown, identity, now, cooldown, mark=False)
+        when = datetime.fromtimestamp(now, UTC)
+        return self.permission_problem(identity, when) is not None or not self._gate.waiting(
+            track, now
+        )
 
     def _deny_in_card_mode(
         self,
@@ -401,6 +441,9 @@ class DoorPolicy:
             return
         frames = sum(1 for frame in self._frames if frame.claim)
         if frames < self._recognition.confirm_frames:
+            return
+        if not face.fresh:
+            self._recheck.add(face.track_id)
             return
         identity, request_id = claim.identity, claim.request_id
         result = face.claim_match
@@ -514,6 +557,9 @@ class DoorPolicy:
         frames = sum(1 for frame in self._frames if frame.unknown)
         if frames < self._recognition.confirm_frames:
             return
+        if not digest.fresh[None] and self._unknown_allowed(now, mark=False):
+            self._recheck.add(digest.tracks[None])
+            return
         if not self._unknown_allowed(now):
             return
         for frame in self._frames:
@@ -525,15 +571,17 @@ class DoorPolicy:
             )
         )
 
-    def _unknown_allowed(self, now: float) -> bool:
+    def _unknown_allowed(self, now: float, *, mark: bool = True) -> bool:
         last = self._last_unknown
         interval = self._recognition.unknown_event_interval_s
         if last is not None and now < last:
-            self._last_unknown = now  # clock stepped back: restart the interval from here
+            if mark:
+                self._last_unknown = now  # clock stepped back: restart the interval from here
             return False
         if last is not None and now - last < interval:
             return False
-        self._last_unknown = now
+        if mark:
+            self._last_unknown = now
         return True
 
     def _decision(

@@ -254,8 +254,17 @@ class Service:
             return False
         # The next frame may come a little early: with exactly 1/fps the processing clock
         # phase-locks against the camera's and every frame waits up to a period in the slot.
-        self._next_due[door] = time.monotonic() + MIN_INTERVAL_SHARE / self._cameras[door].fps
-        result = self._pipelines[door].step(frame.image)
+        started = time.monotonic()
+        self._next_due[door] = started + MIN_INTERVAL_SHARE / self._cameras[door].fps
+        # A walk-up capture reads every face of every frame: nothing reused from earlier ones.
+        capturing = self._control is not None and self._control.capturing(door)
+        result = self._pipelines[door].step(frame.image, reuse=not capturing)
+        if logger.isEnabledFor(logging.DEBUG):  # the latency timeline (bench_daemon --timeline)
+            logger.debug(
+                "frame door=%s index=%d waited_ms=%.1f step_ms=%.1f faces=%d",
+                door, frame.index, (started - frame.ts) * 1000,
+                (time.monotonic() - started) * 1000, len(result.faces),
+            )  # fmt: skip
         if self._metrics is not None:
             self._metrics.frame(door, result)
         if self._control is not None:

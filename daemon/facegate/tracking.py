@@ -12,6 +12,7 @@ Pure and cheap: a few boxes per frame, no allocation beyond the small result lis
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -96,6 +97,14 @@ class FaceTracker:
         return [
             self._new_track(face) if i is None else i for i, face in zip(ids, faces, strict=True)
         ]
+
+    def predict(self, boxes: Sequence[Box]) -> list[int | None]:
+        """The track each box will continue when overlap alone decides (no embedding to
+        compare): the one track it overlaps that overlaps no other box; None when there is
+        no such track or the choice is not that plain. Changes nothing."""
+        hits = [[t.track_id for t in self._tracks if iou(b, t.box) >= self._min_iou] for b in boxes]
+        overlapped = Counter(track for hit in hits for track in hit)
+        return [hit[0] if len(hit) == 1 and overlapped[hit[0]] == 1 else None for hit in hits]
 
     def _candidate_pairs(self, faces: Sequence[TrackedFace]) -> list[tuple[float, int, int]]:
         """(-IoU, face index, track index) for every plausible pair, best overlap first."""

@@ -10,6 +10,8 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Literal, Protocol, TypeVar
 
@@ -49,6 +51,8 @@ __all__ = [
     "MODEL_FILES",
     "EmbedderKind",
     "FaceEngine",
+    "Plan",
+    "Reuse",
     "default_models_dir",
     "pipeline_fingerprint",
     "required_model_files",
@@ -80,6 +84,21 @@ MODEL_FILES: Final = {
     "int8": FaceNetEmbedder.model_files[0],
     "float32": FaceNetFloat32Embedder.model_files[0],
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Reuse:
+    """What the caller already knows of a detected face: its encoding from an earlier frame
+    (the same face, its box unchanged). With `landmarks` the landmarks are placed again and
+    the face aligned and gated anew (a stage reads them every frame); the embedding is
+    reused only if the face still passes the gate. Without, the encoding is reused whole."""
+
+    face: FaceEncoding
+    landmarks: bool
+
+
+#: Given a frame's detections (largest first), what is known of each: None embeds it.
+Plan = Callable[[Sequence[Detection]], Sequence[Reuse | None]]
 
 
 class StageTimer(Protocol):
@@ -175,11 +194,17 @@ class FaceEngine:
         return sorted(faces, key=lambda d: d.width, reverse=True)
 
     def encode_detection(
-        self, image: ImageArray, detection: Detection, gate: Gate | None = None
+        self,
+        image: ImageArray,
+        detection: Detection,
+        gate: Gate | None = None,
+        reuse: FloatArray | None = None,
     ) -> FaceEncoding:
         """Locate landmarks, align, gate and (if usable) embed one detected face. A refused
         face keeps whatever was computed before the refusal and its RefusalReason. `gate`
-        defaults to the engine's (the door's live gate); photos pass a PhotoGate."""
+        defaults to the engine's (the door's live gate); photos pass a PhotoGate. `reuse`:
+        the face's embedding from an earlier frame, taken instead of running the embedder
+        when the face passes the gate."""
         gate = self.gate if gate is None else gate
         if too_small := gate.size_refusal(detection.width):
             return _refused(detection, too_small)
@@ -199,23 +224,41 @@ class FaceEngine:
             quality = self._meter.measure(crop, detection.width, landmarks.yaw_deg, gate)
         if timer:
             mark = timer.lap("quality", mark)
-        embedding: FloatArray | None = self.embedder.embed(crop) if quality.usable else None
-        if timer and embedding is not None:
-            timer.lap("embed", mark)
+        embedding: FloatArray | None = None
+        if quality.usable and reuse is not None:
+            embedding = reuse
+        elif quality.usable:
+            embedding = self.embedder.embed(crop)
+            if timer:
+                timer.lap("embed", mark)
         crop.flags.writeable = False  # after embedding: observers share the embedder's view
         return FaceEncoding(detection, quality, embedding, landmarks, crop)
 
-    def encode(self, image: ImageArray, gate: Gate | None = None) -> list[FaceEncoding]:
-        """Every face in the frame, largest first; `embedding` is None for unusable faces."""
+    def encode(
+        self, image: ImageArray, gate: Gate | None = None, plan: Plan | None = None
+    ) -> list[FaceEncoding]:
+        """Every face in the frame, largest first; `embedding` is None for unusable faces.
+        `plan` (a door's pipeline) says which faces are already known from earlier frames:
+        those are not embedded again (nor their landmarks placed, unless it asks)."""
         timer = self.stage_timer
         start = time.perf_counter() if timer else 0.0
         detections = self.detect(image)
         if timer:
             timer.lap("detect", start)
-        faces = [self.encode_detection(image, d, gate) for d in detections]
+        known = plan(detections) if plan is not None else [None] * len(detections)
+        faces = [self._encode(image, d, gate, k) for d, k in zip(detections, known, strict=True)]
         if timer:
             timer.lap("frame", start)  # the whole frame: detection and every face
         return faces
+
+    def _encode(
+        self, image: ImageArray, detection: Detection, gate: Gate | None, known: Reuse | None
+    ) -> FaceEncoding:
+        if known is None:
+            return self.encode_detection(image, detection, gate)
+        if known.landmarks:
+            return self.encode_detection(image, detection, gate, known.face.embedding)
+        return replace(known.face, detection=detection)
 
     def encode_one(
         self, image: ImageArray, source: str | Path, gate: Gate | None = None
