@@ -11,6 +11,15 @@ a visitor in front of the camera by atomically replacing that file (os.replace).
   unlock at a paho subscriber. confirm_frames 3, window 5, 10 fps, cooldown 0.
 - empty-scene CPU: utime+stime of the daemon (all threads) from /proc/<pid>/stat over the
   given seconds, as a share of one core.
+- person-in-view CPU (`--person-seconds`): the same, with one resident's photo standing in
+  front of the camera, in a second daemon with the door's default cooldown (10 s) and
+  liveness off (a still photo is what passive liveness refuses); with `--live-seconds`,
+  a third daemon with passive liveness watches a rendered live resident standing at the
+  door (`facegate.pad.species.render("live_still")`, looped).
+- timeline (`--timeline`): the latency daemon logs at DEBUG; for each approach the
+  frames the service processed (capture, step start and end), the decision, the unlock
+  handed to MQTT (journaled, signed, sent) and its arrival, in ms after the face file was
+  in place.
 - RSS: VmRSS sampled every 10 s while residents and a stranger keep coming and going and
   the broker is stopped and restarted; growth = last sample - first sample after warm-up.
 - events lost: every `decision ... event_id=` log line of the daemon against the events a
@@ -18,6 +27,7 @@ a visitor in front of the camera by atomically replacing that file (os.replace).
 - stranger unlocks: unlocks for the non-enrolled person over the whole run.
 
 Usage: scripts/bench_daemon.py [--rss-minutes 10] [--cpu-seconds 60] [--approaches 12]
+           [--person-seconds 60] [--live-seconds 60] [--timeline]
 """
 
 from __future__ import annotations
@@ -35,6 +45,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -166,8 +179,11 @@ def wait_log(log: Path, pattern: str, timeout: float) -> None:
     raise TimeoutError(f"{pattern!r} not in {log}")
 
 
-def measure_latency(camera: Camera, sub: Collector, approaches: int) -> dict[str, Any]:
+def measure_latency(
+    camera: Camera, sub: Collector, approaches: int, log: Path | None = None
+) -> dict[str, Any]:
     latencies: list[float] = []
+    timelines: list[dict[str, Any]] = []
     misses = 0
     for i in range(approaches):
         person = RESIDENTS[i % len(RESIDENTS)]
@@ -179,9 +195,12 @@ def measure_latency(camera: Camera, sub: Collector, approaches: int) -> dict[str
             misses += 1
         else:
             latencies.append(arrived - appeared)
+            if log is not None:
+                time.sleep(0.2)  # the daemon's log lines of this approach are flushed
+                timelines.append(timeline(log, person, appeared, arrived))
     camera.show("empty")
     ms = sorted(round(x * 1000, 1) for x in latencies)
-    return {
+    result: dict[str, Any] = {
         "approaches": approaches,
         "unlocked": len(latencies),
         "missed": misses,
@@ -190,15 +209,81 @@ def measure_latency(camera: Camera, sub: Collector, approaches: int) -> dict[str
         "max_ms": ms[-1] if ms else None,
         "all_ms": ms,
     }
+    if timelines:
+        result["timeline_median_ms"] = {
+            key: round(statistics.median(t[key] for t in timelines), 1)
+            for key in timelines[0]
+            if all(key in t for t in timelines)
+        }
+        result["timelines_ms"] = timelines
+    return result
 
 
-def measure_cpu(camera: Camera, pid: int, seconds: float) -> dict[str, Any]:
-    camera.show("empty")
-    time.sleep(3.0)
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ \S+: (.*)$")
+FRAME_LINE = re.compile(r"frame door=\S+ index=\d+ waited_ms=([\d.]+) step_ms=([\d.]+) faces=(\d+)")
+
+
+def _log_events(log: Path, since: float) -> list[tuple[float, str]]:
+    """(epoch seconds, message) of the daemon's log lines from `since` on."""
+    events = []
+    for line in log.read_text(errors="replace").splitlines():
+        found = LOG_LINE.match(line)
+        if found is None:
+            continue
+        stamp = datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if stamp >= since - 0.05:
+            events.append((stamp, found.group(2)))
+    return events
+
+
+def timeline(log: Path, person: str, appeared: float, arrived: float) -> dict[str, Any]:
+    """One approach in ms after the face file was in place: each processed frame with the
+    face (captured, step start, step end), the decision, the unlock sent, its arrival.
+    Log stamps have 1 ms resolution; a frame's capture and step start are derived from its
+    end stamp and the durations the line carries."""
+    out: dict[str, Any] = {}
+    frames = 0
+    for stamp, message in _log_events(log, appeared):
+        ms = round((stamp - appeared) * 1000, 1)
+        frame = FRAME_LINE.search(message)
+        if frame is not None and int(frame.group(3)) > 0 and "decision" not in out:
+            frames += 1
+            step, waited = float(frame.group(2)), float(frame.group(1))
+            out[f"frame{frames}_captured"] = round(ms - step - waited, 1)
+            out[f"frame{frames}_step_start"] = round(ms - step, 1)
+            out[f"frame{frames}_step_end"] = ms
+        elif message.startswith("decision ") and f"person={person} " in message:
+            out.setdefault("decision", ms)
+        elif message.startswith("unlock ") and f"person={person} " in message:
+            out.setdefault("unlock_sent", ms)
+    out["arrived"] = round((arrived - appeared) * 1000, 1)
+    return out
+
+
+def measure_cpu(pid: int, seconds: float, windows: int = 6) -> dict[str, Any]:
+    """The daemon's utime+stime over `seconds` as a share of one core: the whole span and
+    the median of `windows` equal parts (the machine may be shared), with the load."""
+    shares = []
     start_cpu, start = cpu_seconds(pid), time.monotonic()
-    time.sleep(seconds)
+    for _ in range(windows):
+        part_cpu, part = cpu_seconds(pid), time.monotonic()
+        time.sleep(seconds / windows)
+        shares.append((cpu_seconds(pid) - part_cpu) / (time.monotonic() - part))
     used, elapsed = cpu_seconds(pid) - start_cpu, time.monotonic() - start
-    return {"seconds": round(elapsed, 1), "share_of_one_core": round(used / elapsed, 4)}
+    return {
+        "seconds": round(elapsed, 1),
+        "share_of_one_core": round(used / elapsed, 4),
+        "median_window_share": round(statistics.median(shares), 4),
+        "window_shares": [round(x, 4) for x in shares],
+        "loadavg": os.getloadavg(),
+    }
+
+
+def measure_scene_cpu(camera: Camera, pid: int, scene: str, seconds: float) -> dict[str, Any]:
+    """CPU with `scene` ("empty" or a person's name) standing in front of the camera."""
+    camera.show(scene)
+    time.sleep(3.0)  # past the approach itself: what a standing scene costs
+    return {"scene": scene, **measure_cpu(pid, seconds)}
 
 
 def soak(
@@ -243,12 +328,97 @@ def soak(
     }
 
 
+@contextmanager
+def running_daemon(
+    root: Path,
+    port: int,
+    *,
+    source: str,
+    recognition: Mapping[str, object],
+    extra: str = "",
+    name: str = "daemon",
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`facegate run` on a config in `root` (enrollment and key already there); its log is
+    `root/<name>.log`. Stopped with SIGTERM on the way out (its exit code in `.returncode`)."""
+    config = write_config(
+        root / f"{name}.yaml",
+        port=port,
+        cameras=[{"door": DOOR, "source": source, "fps": FPS, "loop": True}],
+        recognition=recognition,
+        mqtt_extra={"reconnect_max_s": 2},
+        signing={"algorithm": "ed25519", "key_file": "unlock.key"},
+    )
+    with config.open("a") as more:
+        more.write(extra)
+    log = root / f"{name}.log"
+    with log.open("wb") as out:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "facegate", "run", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_log(log, "ready: models loaded", 60)
+        yield daemon
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+
+def live_resident_folder(folder: Path, seconds: float) -> Path:
+    """A rendered live resident standing at the door (micro-motion, breathing), as PNGs."""
+    from facegate.pad.evaluate import vision_only
+    from facegate.pad.species import load_source, render
+    from facegate.vision.engine import default_models_dir
+
+    engine = vision_only(default_models_dir())
+    person = RESIDENTS[0]
+    source = next(s for s in (load_source(engine, photo(person, index=i), person)
+                              for i in range(5)) if s)  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, frame in enumerate(render("live_still", source, 11, seconds=seconds).frames):
+        cv2.imwrite(str(folder / f"{index:06d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def person_cpu(
+    root: Path, port: int, camera: Camera, seconds: float, live_seconds: float
+) -> dict[str, Any]:
+    """CPU with one resident standing in view at the door's default cooldown (10 s): the
+    still photo with liveness off, and a rendered live resident with passive liveness."""
+    defaults: dict[str, object] = {"unknown_event_interval_s": 1}
+    result: dict[str, Any] = {}
+    if seconds > 0:
+        with running_daemon(root, port, source="camera/", recognition=defaults,
+                            name="person") as daemon:  # fmt: skip
+            result["photo_liveness_off"] = measure_scene_cpu(camera, daemon.pid, RESIDENTS[0],
+                                                             seconds)  # fmt: skip
+            camera.show("empty")
+    if live_seconds > 0:
+        live_resident_folder(root / "live", 20.0)
+        recognition = {**defaults, "liveness": "passive"}
+        with running_daemon(root, port, source="live/", recognition=recognition,
+                            name="live") as daemon:  # fmt: skip
+            time.sleep(3.0)
+            result["live_passive"] = {"scene": f"{RESIDENTS[0]} live_still, 20 s looped",
+                                      **measure_cpu(daemon.pid, live_seconds)}  # fmt: skip
+        granted = (root / "live.log").read_text(errors="replace").count("kind=granted")
+        result["live_passive"]["grants_logged"] = granted
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rss-minutes", type=float, default=10.0)
     parser.add_argument("--cpu-seconds", type=float, default=60.0)
+    parser.add_argument("--person-seconds", type=float, default=60.0)
+    parser.add_argument("--live-seconds", type=float, default=60.0)
     parser.add_argument("--approaches", type=int, default=12)
     parser.add_argument("--outages", type=int, default=2)
+    parser.add_argument("--timeline", action="store_true", help="log the latency daemon at DEBUG")
     parser.add_argument(
         "--with-outputs",
         action="store_true",
@@ -265,43 +435,26 @@ def main() -> int:
             write_unlock_key(root / "unlock.key")
             write_enrollment(root / "enrollment.yaml", {p: [DOOR] for p in RESIDENTS})
             camera = Camera(root / "camera")
-            config = write_config(
-                root / "facegate.yaml",
-                port=broker.port,
-                cameras=[{"door": DOOR, "source": "camera/", "fps": FPS, "loop": True}],
-                recognition={"confirm_frames": 3, "window": 5, "cooldown_s": 0,
-                             "unknown_event_interval_s": 1},
-                mqtt_extra={"reconnect_max_s": 2},
-                signing={"algorithm": "ed25519", "key_file": "unlock.key"},
-            )  # fmt: skip
+            extra = "log_level: DEBUG\n" if args.timeline else ""
             if args.with_outputs:
-                with config.open("a") as extra:
-                    extra.write(
-                        "homeassistant: {enabled: true, face_image: true}\n"
-                        f"metrics: {{enabled: true, listen: '127.0.0.1:{free_port()}'}}\n"
-                        "audit: {enabled: true, path: audit.db, snapshots: true}\n"
-                    )
+                extra += (
+                    "homeassistant: {enabled: true, face_image: true}\n"
+                    f"metrics: {{enabled: true, listen: '127.0.0.1:{free_port()}'}}\n"
+                    "audit: {enabled: true, path: audit.db, snapshots: true}\n"
+                )
             sub = Collector(broker.port)
             log = root / "daemon.log"
-            with log.open("wb") as out:
-                daemon = subprocess.Popen(
-                    [sys.executable, "-m", "facegate", "run", "--config", str(config)],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            try:
-                wait_log(log, "ready: models loaded", 60)
+            recognition = {"confirm_frames": 3, "window": 5, "cooldown_s": 0,
+                           "unknown_event_interval_s": 1}  # fmt: skip
+            with running_daemon(root, broker.port, source="camera/", recognition=recognition,
+                                extra=extra) as daemon:  # fmt: skip
                 rss_start = rss_mb(daemon.pid)
-                latency = measure_latency(camera, sub, args.approaches)
-                cpu = measure_cpu(camera, daemon.pid, args.cpu_seconds)
+                timeline_log = log if args.timeline else None
+                latency = measure_latency(camera, sub, args.approaches, timeline_log)
+                cpu = measure_scene_cpu(camera, daemon.pid, "empty", args.cpu_seconds)
                 soaked = soak(camera, broker, daemon.pid, args.rss_minutes, args.outages)
                 camera.show("empty")
-                daemon.send_signal(signal.SIGTERM)
-                exit_code = daemon.wait(30)
-            finally:
-                if daemon.poll() is None:
-                    daemon.kill()
-                    daemon.wait()
+            exit_code = daemon.returncode
             logged = [m.group(3) for m in DECISION.finditer(log.read_text(errors="replace"))]
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -310,6 +463,7 @@ def main() -> int:
                     break
                 time.sleep(0.2)
             unlocks = sub.of("unlock")
+            person = person_cpu(root, broker.port, camera, args.person_seconds, args.live_seconds)
             sub.close()
         finally:
             broker.stop()
@@ -317,6 +471,7 @@ def main() -> int:
             "host": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
             "latency_face_to_unlock": latency,
             "empty_scene_cpu": cpu,
+            "person_in_view_cpu": person,
             "rss_start_mb": round(rss_start, 2),
             "soak": soaked,
             "events_logged": len(logged),
