@@ -337,13 +337,14 @@ def running_daemon(
     recognition: Mapping[str, object],
     extra: str = "",
     name: str = "daemon",
+    fps: float = FPS,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`facegate run` on a config in `root` (enrollment and key already there); its log is
     `root/<name>.log`. Stopped with SIGTERM on the way out (its exit code in `.returncode`)."""
     config = write_config(
         root / f"{name}.yaml",
         port=port,
-        cameras=[{"door": DOOR, "source": source, "fps": FPS, "loop": True}],
+        cameras=[{"door": DOOR, "source": source, "fps": fps, "loop": True}],
         recognition=recognition,
         mqtt_extra={"reconnect_max_s": 2},
         signing={"algorithm": "ed25519", "key_file": "unlock.key"},
@@ -419,6 +420,7 @@ def main() -> int:
     parser.add_argument("--approaches", type=int, default=12)
     parser.add_argument("--outages", type=int, default=2)
     parser.add_argument("--timeline", action="store_true", help="log the latency daemon at DEBUG")
+    parser.add_argument("--fps", type=float, default=FPS, help="the latency daemon's camera fps")
     parser.add_argument(
         "--with-outputs",
         action="store_true",
@@ -447,7 +449,7 @@ def main() -> int:
             recognition = {"confirm_frames": 3, "window": 5, "cooldown_s": 0,
                            "unknown_event_interval_s": 1}  # fmt: skip
             with running_daemon(root, broker.port, source="camera/", recognition=recognition,
-                                extra=extra) as daemon:  # fmt: skip
+                                extra=extra, fps=args.fps) as daemon:  # fmt: skip
                 rss_start = rss_mb(daemon.pid)
                 timeline_log = log if args.timeline else None
                 latency = measure_latency(camera, sub, args.approaches, timeline_log)
@@ -469,6 +471,7 @@ def main() -> int:
             broker.stop()
         result = {
             "host": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
+            "latency_fps": args.fps,
             "latency_face_to_unlock": latency,
             "empty_scene_cpu": cpu,
             "person_in_view_cpu": person,
