@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import re
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from broker import MosquittoBroker, free_port
 from door_site import DOOR, RESIDENT, Daemon, hallway, make_site
+from facegate import memory
 from facegate.vision.engine import MODEL_FILES
 from facegate.vision.runtime import load_interpreter, release_file_pages
 
@@ -79,6 +81,55 @@ def test_only_read_only_shared_mappings_are_dropped(tmp_path: Path) -> None:
         private.close()
 
 
+def test_after_start_drops_clean_file_pages_and_keeps_changed_ones(tmp_path: Path) -> None:
+    path = tmp_path / "library.bin"
+    content = bytes(range(256)) * 4096  # 1 MB
+    with path.open("wb") as written:
+        written.write(content)
+        os.fsync(written.fileno())  # as a library on disk is: no dirty page in the cache
+    with path.open("r+b") as file:
+        clean = mmap.mmap(file.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+        changed = mmap.mmap(file.fileno(), 0, flags=mmap.MAP_PRIVATE)
+        changed[:4] = b"mine"  # one private copy makes the whole mapping one to keep
+        assert clean[:] == content and changed[4:] == content[4:]  # every page resident
+        memory.release_file_pages()
+        (group,) = [r for r in smaps_groups("self") if r["mapping"] == str(path)]
+        # Both mappings are in the group: only the changed one is still resident, whole.
+        assert (group["mappings"], group["Rss"], group["Anonymous"]) == (2, 1024, 4)
+        assert changed[:4] == b"mine" and clean[:] == content
+        clean.close()
+        changed.close()
+
+
+def test_libraries_work_the_same_after_their_pages_are_dropped() -> None:
+    # In a fresh interpreter: OpenCV, numpy and the TFLite runtime, relocated and in use.
+    code = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(REPO / 'scripts')!r})\n"
+        "import cv2, numpy as np\n"
+        "from rss_breakdown import smaps_groups\n"
+        "from facegate import memory\n"
+        "def cv2_kb():\n"
+        "    return sum(r['Rss'] for r in smaps_groups('self') if '/cv2/cv2' in r['mapping'])\n"
+        "image = np.arange(480 * 640 * 3, dtype=np.uint32).astype(np.uint8).reshape(480, 640, 3)\n"
+        "before = (cv2.resize(image, (320, 240)), cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))\n"
+        "resident = cv2_kb()\n"
+        "released = memory.release_file_pages()\n"
+        "dropped = cv2_kb()\n"
+        "after = (cv2.resize(image, (320, 240)), cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))\n"
+        "same = all(np.array_equal(a, b) for a, b in zip(before, after))\n"
+        "print(json.dumps({'released': released, 'resident': resident, 'dropped': dropped,\n"
+        "                  'same': same}))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    found = json.loads(run.stdout.splitlines()[-1])
+    assert found["same"], found
+    assert found["released"] > 10 * MB * 1024, found  # bytes: numpy's and OpenCV's libraries
+    assert found["dropped"] < found["resident"] / 2, found
+
+
 @pytest.mark.parametrize("role", ["int8", "landmarks", "detector_short"])
 def test_a_model_whose_file_pages_were_dropped_answers_exactly_as_before(
     models_dir: Path, role: str
@@ -119,6 +170,7 @@ def _run_door(root: Path, broker: MosquittoBroker, *, metrics: bool) -> tuple[se
     daemon = Daemon(site.config, env={"PYTHONPROFILEIMPORTTIME": "1"})
     try:
         daemon.wait_ready()
+        daemon.wait_log(r"memory after start: VmRSS [\d.]+ MB")
         maps = Path(f"/proc/{daemon.pid}/maps").read_text()
         print(f"metrics={metrics}: VmRSS {status_kb(daemon.pid)['VmRSS'] / MB:.1f} MB after ready")
         assert daemon.terminate() == 0

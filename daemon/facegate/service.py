@@ -31,6 +31,7 @@ from facegate.errors import FacegateError
 from facegate.fleet import FleetAgent, start_fleet
 from facegate.gallery import Gallery
 from facegate.keys import PrivateKey
+from facegate.memory import after_start
 from facegate.metrics import start_metrics
 from facegate.mqtt import DoorBus, MqttPublisher, load_door_keys
 from facegate.mqtt.intake import RequestIntake
@@ -232,6 +233,7 @@ class Service:
                 self._notifier.notify("READY=1")
                 logger.info("ready: models loaded and first frame received")
                 self._ready = True
+                after_start()  # what start-up alone needed goes back (facegate/memory.py)
             self._answer_expired_claims()
             self._watchdog(state.config, bus)
             if all(g.finished for g in self._grabbers.values()):

@@ -6,12 +6,10 @@ tensorflow.lite. FACEGATE_TFLITE_RUNTIME forces one, for benchmarks.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import importlib
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -19,6 +17,7 @@ from typing import Any, Final
 import numpy as np
 
 from facegate.errors import ModelError
+from facegate.memory import MADV_DONTNEED, libc_madvise
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +76,6 @@ def load_interpreter(path: Path, threads: int) -> Any:
     return interpreter
 
 
-#: madvise(2) advice: drop these pages now (the same value on every Linux architecture).
-MADV_DONTNEED: Final = 4
-
-
 def release_file_pages(path: Path) -> int:
     """Drop this process's resident pages of every read-only mapping of the file `path`;
     returns the bytes advised (0 off Linux or when nothing maps it).
@@ -95,7 +90,7 @@ def release_file_pages(path: Path) -> int:
     except OSError:
         return 0
     target = str(path.resolve())
-    advise = _libc_madvise()
+    advise = libc_madvise()
     released = 0
     for line in maps.splitlines():
         fields = line.split(maxsplit=5)
@@ -107,16 +102,6 @@ def release_file_pages(path: Path) -> int:
         if advise is not None and advise(start, end - start, MADV_DONTNEED) == 0:
             released += end - start
     return released
-
-
-def _libc_madvise() -> Any:
-    """libc's madvise(addr, length, advice), or None where there is none to call."""
-    if not sys.platform.startswith("linux"):
-        return None
-    function = ctypes.CDLL(None, use_errno=True).madvise
-    function.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    function.restype = ctypes.c_int
-    return function
 
 
 def check_input_shape(
