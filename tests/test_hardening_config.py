@@ -11,7 +11,9 @@ present and readable, and these tests are about the files checked after them.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -24,7 +26,6 @@ from typing import Any, Final
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -34,6 +35,7 @@ from facegate.config.loader import MAX_DEPTH, MAX_NODES
 from facegate.errors import BadInputError, ConfigError
 from facegate.files import KIB, read_regular_file, read_regular_text
 from facegate.vision.engine import MODEL_FILES
+from fuzzing import fuzz_batches, mutate_bytes, mutate_text, rand_bytes, rand_json, rand_text
 from scenes import empty_frame, write_config, write_enrollment, write_folder, write_key
 from tls_broker import generate_certs
 
@@ -489,16 +491,8 @@ def test_a_prefix_a_broker_would_refuse_is_refused_in_code_too(prefix: str) -> N
 # Generated inputs per parser and run (load_config and load_enrollment each read every input;
 # a mutation example mutates both real files, each read by its own parser):
 # random text 5,500 + random bytes 2,000 + random structures 1,000 + mutations 1,500 = 10,000.
-# (The realistic inputs cost about 4 ms per parse in pure-Python PyYAML: the random text and
-# bytes, mostly refused early, carry the count so the file runs in about a minute.)
-settings.register_profile(
-    "config-fuzz",
-    deadline=None,
-    derandomize=True,  # CI runs the same inputs every time
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-FUZZ: Final = settings.get_profile("config-fuzz")
+# Each hypothesis example draws a few inputs and a seed; a seeded generator makes the rest of
+# its batch (tests/fuzzing.py: hypothesis' cost per draw was most of this file's minute).
 RUNS: Final = {"text": 5_500, "bytes": 2_000, "structures": 1_000, "mutations": 1_500}
 PER_PARSER: Final = 10_000
 assert sum(RUNS.values()) >= PER_PARSER
@@ -527,11 +521,12 @@ YAML_PIECES: Final = [
 ]  # fmt: skip
 pieces = st.sampled_from(YAML_PIECES) | st.text(max_size=6)
 yaml_ish = st.lists(pieces, max_size=20).map("".join)
-key_names = st.sampled_from(
-    ["device", "cameras", "door", "source", "fps", "mqtt", "topic_prefix", "reconnect_max_s",
-     "signing_key_file", "tls", "ca_file", "people", "id", "images", "doors", "schedules",
-     "windows", "days", "start", "end", "timezone", "valid_until", "recognition", "threshold"]
-)  # fmt: skip
+KEY_NAMES: Final = [
+    "device", "cameras", "door", "source", "fps", "mqtt", "topic_prefix", "reconnect_max_s",
+    "signing_key_file", "tls", "ca_file", "people", "id", "images", "doors", "schedules",
+    "windows", "days", "start", "end", "timezone", "valid_until", "recognition", "threshold",
+]  # fmt: skip
+key_names = st.sampled_from(KEY_NAMES)
 scalars = (
     st.none()
     | st.booleans()
@@ -585,21 +580,6 @@ def only_config_errors(path: Path, parse: Callable[[Path], object]) -> None:
         assert exc.source == str(path), exc
 
 
-def fuzz(strategy: st.SearchStrategy[Any], runs: int, check: Callable[[Any], None]) -> int:
-    """`check` each of `runs` generated values; the number of values it was called with."""
-    tried = 0
-
-    @settings(FUZZ, max_examples=runs)
-    @given(strategy)
-    def one(value: Any) -> None:
-        nonlocal tried
-        tried += 1
-        check(value)
-
-    one()
-    return tried
-
-
 class Scratch:
     """Writes each input to a new file in `folder`, removing the previous one.
 
@@ -632,21 +612,48 @@ def encoded(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+def rand_piece(rnd: random.Random) -> str:
+    return rnd.choice(YAML_PIECES) if rnd.random() < 0.7 else rand_text(rnd, 6)
+
+
 def test_fuzz_random_text(tmp_path: Path) -> None:
     text = st.text(max_size=200) | yaml_ish | st.text(st.characters(codec=None), max_size=50)
+
+    def spawn(rnd: random.Random, drawn: list[str]) -> str:
+        kind = rnd.randrange(4)
+        if kind == 0:
+            return mutate_text(rnd, rnd.choice(drawn), YAML_PIECES)
+        if kind == 1:
+            return "".join(rand_piece(rnd) for _ in range(rnd.randint(0, 20)))  # yaml_ish
+        return rand_text(rnd, 200 if kind == 2 else 50)
+
     scratch = Scratch(tmp_path)
-    tried = fuzz(text, RUNS["text"], lambda value: both_parsers(scratch, encoded(value)))
-    assert tried >= RUNS["text"]
+    check = lambda value: both_parsers(scratch, encoded(value))  # noqa: E731
+    assert fuzz_batches(text, RUNS["text"], check, spawn) >= RUNS["text"]
 
 
 def test_fuzz_random_bytes(tmp_path: Path) -> None:
     real = CONFIG_LINES.encode()
-    flipped = st.tuples(st.integers(0, len(real) - 1), st.integers(0, 255)).map(
-        lambda at: real[: at[0]] + bytes([at[1]]) + real[at[0] + 1 :]
-    )
+
+    def flip(at: int, value: int) -> bytes:
+        return real[:at] + bytes([value]) + real[at + 1 :]
+
+    flipped = st.builds(flip, st.integers(0, len(real) - 1), st.integers(0, 255))
+
+    def spawn(rnd: random.Random, drawn: list[bytes]) -> bytes:
+        kind = rnd.randrange(3)
+        if kind == 0:
+            return flip(rnd.randrange(len(real)), rnd.randrange(256))
+        if kind == 1:
+            return mutate_bytes(rnd, rnd.choice(drawn), drawn)
+        return rand_bytes(rnd, 300)
+
     scratch = Scratch(tmp_path)
-    tried = fuzz(st.binary(max_size=300) | flipped, RUNS["bytes"], partial(both_parsers, scratch))
-    assert tried >= RUNS["bytes"]
+    check = partial(both_parsers, scratch)
+    assert (
+        fuzz_batches(st.binary(max_size=300) | flipped, RUNS["bytes"], check, spawn)
+        >= RUNS["bytes"]
+    )
 
 
 def replace_somewhere(document: Any, choices: list[int], value: Any) -> Any:
@@ -661,6 +668,16 @@ def replace_somewhere(document: Any, choices: list[int], value: Any) -> Any:
     return copy
 
 
+def rand_structure(rnd: random.Random) -> Any:
+    """What `structures` draws: nested lists and maps of YAML scalars, dates included."""
+    value = rand_json(rnd, rnd.randint(1, 12), KEY_NAMES, surrogates=False)  # as st.text
+    if rnd.random() < 0.15:
+        return rnd.choice(
+            [dt.date(2025, 2, 28), dt.datetime(1, 1, 1), dt.datetime(9999, 12, 31, 23, 59)]
+        )
+    return rnd.choice(YAML_PIECES) if rnd.random() < 0.1 else value
+
+
 def test_fuzz_random_structures(tmp_path: Path) -> None:
     reals = [yaml.safe_load(CONFIG_LINES), yaml.safe_load(ENROLLMENT_LINES)]
     choices = st.lists(st.integers(0, 99), min_size=1, max_size=5)
@@ -668,13 +685,21 @@ def test_fuzz_random_structures(tmp_path: Path) -> None:
     swaps = st.builds(replace_somewhere, st.sampled_from(reals), choices, structures)
     scratch = Scratch(tmp_path)
 
+    def spawn(rnd: random.Random, drawn: list[tuple[Any, bool]]) -> tuple[Any, bool]:
+        node = rand_structure(rnd) if rnd.random() < 0.7 else rnd.choice(drawn)[0]
+        if rnd.random() < 0.5:
+            where = [rnd.randrange(100) for _ in range(rnd.randint(1, 5))]
+            node = replace_somewhere(rnd.choice(reals), where, node)
+        return node, rnd.random() < 0.5
+
     def dump(document: tuple[Any, bool]) -> None:
         value, flow = document
         # libyaml's dumper: the pure-Python one would take longer than the parsers
         text = yaml.dump(value, Dumper=yaml.CSafeDumper, default_flow_style=flow)
         both_parsers(scratch, text.encode())
 
-    tried = fuzz(st.tuples(structures | swaps, st.booleans()), RUNS["structures"], dump)
+    strategy = st.tuples(structures | swaps, st.booleans())
+    tried = fuzz_batches(strategy, RUNS["structures"], dump, spawn)
     assert tried >= RUNS["structures"]
 
 
@@ -687,7 +712,17 @@ def test_fuzz_mutations_of_the_real_files(tmp_path: Path) -> None:
         enrollment = enrollments.write(encoded(mutate(ENROLLMENT_LINES, chosen)))
         only_config_errors(enrollment, load_enrollment)
 
-    assert fuzz(edits, RUNS["mutations"], mutated) >= RUNS["mutations"]
+    def spawn(
+        rnd: random.Random, drawn: list[list[tuple[int, int, int, str]]]
+    ) -> list[tuple[int, int, int, str]]:
+        fresh = [
+            (rnd.randrange(4), rnd.randrange(10**5 + 1), rnd.randrange(101), rand_piece(rnd))
+            for _ in range(rnd.randint(1, 3))
+        ]
+        # now and then a drawn edit list with one more edit
+        return rnd.choice(drawn) + fresh[:1] if rnd.random() < 0.2 else fresh
+
+    assert fuzz_batches(edits, RUNS["mutations"], mutated, spawn) >= RUNS["mutations"]
 
 
 def test_the_real_files_load_unmutated(tmp_path: Path) -> None:
