@@ -42,11 +42,15 @@ def fuzz_batches(
     check: Callable[[T], None],
     spawn: Spawn[T],
     *,
+    examples: Sequence[T] = (),
     batch: int = BATCH,
     drawn: int = DRAWN,
 ) -> int:
-    """`check` at least `runs` inputs: per example `drawn` from `strategy` and `batch - drawn`
-    made by `spawn(rnd, drawn_values)`. Returns the number of inputs checked."""
+    """`check` the explicit `examples`, then at least `runs` generated inputs: per hypothesis
+    example `drawn` from `strategy` and `batch - drawn` made by `spawn(rnd, drawn_values)`.
+    Returns the number of generated inputs checked."""
+    for value in examples:
+        check(value)
     tried = 0
 
     @settings(FUZZ, max_examples=math.ceil(runs / batch))
