@@ -5,6 +5,7 @@ them. Regression tests first, then property-based fuzzing with hypothesis."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import struct
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -32,6 +33,7 @@ from facegate.imageio import (
     MIN_SIDE_PX,
     load_image,
 )
+from fuzzing import fuzz_batches, mutate_bytes, rand_bytes
 
 # Pillow warns on corrupt EXIF and on headers over 89 MP, then decodes anyway or we refuse
 # the image: not what these tests look at.
@@ -257,12 +259,6 @@ def _play(factory: Callable[[], FrameSource], timeout_s: float = 10.0) -> list[n
 # Every test below is derandomized (the same inputs on every run, so CI is reproducible) and
 # counts toward at least 10,000 generated inputs per run (see FUZZ_EXAMPLES).
 
-FUZZ = settings(
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 #: Generated inputs per test: random bytes, magic-prefixed bytes, and mutated files per format.
 FUZZ_EXAMPLES: Final = {"random": 1500, "magic": 1500, "mutated": 1500}
 #: File starts that route random bytes into each decoder.
@@ -339,18 +335,39 @@ def assert_total(path: Path, data: bytes, camera: bool) -> None:
         assert MIN_SIDE_PX <= min(height, width) and max(height, width) <= MAX_SIDE_PX
 
 
-@settings(FUZZ, max_examples=FUZZ_EXAMPLES["random"])
-@given(data=st.binary(max_size=4096), camera=st.booleans())
-def test_fuzz_random_bytes(fuzz_dir: Path, data: bytes, camera: bool) -> None:
-    assert_total(fuzz_dir / "random.jpg", data, camera)
+# Each hypothesis example draws 4 inputs and a seed; a seeded generator makes 46 more
+# (tests/fuzzing.py): hypothesis' cost per drawn input was most of these tests' time.
+def test_fuzz_random_bytes(fuzz_dir: Path) -> None:
+    def spawn(rnd: random.Random, drawn: list[tuple[bytes, bool]]) -> tuple[bytes, bool]:
+        if rnd.random() < 0.5:
+            return rand_bytes(rnd, 4096), rnd.random() < 0.5
+        return mutate_bytes(rnd, rnd.choice(drawn)[0], [d for d, _ in drawn]), rnd.random() < 0.5
+
+    tried = fuzz_batches(
+        st.tuples(st.binary(max_size=4096), st.booleans()),
+        FUZZ_EXAMPLES["random"],
+        lambda value: assert_total(fuzz_dir / "random.jpg", *value),
+        spawn,
+    )
+    assert tried >= FUZZ_EXAMPLES["random"]
 
 
-@settings(FUZZ, max_examples=FUZZ_EXAMPLES["magic"])
-@given(magic=st.sampled_from(MAGICS), data=st.binary(max_size=4096), camera=st.booleans())
-def test_fuzz_random_bytes_behind_a_magic_number(
-    fuzz_dir: Path, magic: bytes, data: bytes, camera: bool
-) -> None:
-    assert_total(fuzz_dir / "magic.png", magic + data, camera)
+def test_fuzz_random_bytes_behind_a_magic_number(fuzz_dir: Path) -> None:
+    Magic = tuple[bytes, bytes, bool]
+
+    def spawn(rnd: random.Random, drawn: list[Magic]) -> Magic:
+        data = rand_bytes(rnd, 4096)
+        if rnd.random() < 0.3:
+            data = mutate_bytes(rnd, rnd.choice(drawn)[1], [d for _, d, _ in drawn])
+        return rnd.choice(MAGICS), data, rnd.random() < 0.5
+
+    def check(value: Magic) -> None:
+        magic, data, camera = value
+        assert_total(fuzz_dir / "magic.png", magic + data, camera)
+
+    strategy = st.tuples(st.sampled_from(MAGICS), st.binary(max_size=4096), st.booleans())
+    tried = fuzz_batches(strategy, FUZZ_EXAMPLES["magic"], check, spawn)
+    assert tried >= FUZZ_EXAMPLES["magic"]
 
 
 # Mutations of real files: (name, *arguments), applied in order by `mutate`.
@@ -461,16 +478,40 @@ def test_fuzz_runs_at_least_10000_inputs() -> None:
     assert counts["random"] + counts["magic"] + counts["mutated"] * len(FAMILIES) >= 10_000
 
 
+def rand_mutation(rnd: random.Random) -> tuple[Any, ...]:
+    """One of MUTATIONS, from a seeded generator."""
+    kind = rnd.randrange(5)
+    if kind == 0:
+        return ("flip", rnd.randint(0, 2**16), rnd.randrange(8))
+    if kind == 1:
+        return ("truncate", rnd.randint(0, 2**16))
+    if kind == 2:
+        return ("overwrite", rnd.randint(0, 2**16), rnd.randbytes(rnd.randint(1, 8)))
+    if kind == 3:
+        return ("append", rnd.randbytes(rnd.randint(1, 256)))
+    return ("dims", rnd.choice(HUGE), rnd.choice(HUGE), rnd.random() < 0.5)
+
+
+Mutated = tuple[str, list[tuple[Any, ...]], bool]  # corpus file, mutations, camera
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-@settings(FUZZ, max_examples=FUZZ_EXAMPLES["mutated"])
-@given(data=st.data(), mutations=st.lists(MUTATIONS, min_size=1, max_size=4), camera=st.booleans())
-def test_fuzz_mutated_real_files(
-    fuzz_dir: Path,
-    family: str,
-    data: st.DataObject,
-    mutations: list[tuple[Any, ...]],
-    camera: bool,
-) -> None:
+def test_fuzz_mutated_real_files(fuzz_dir: Path, family: str) -> None:
     seeds = sorted(name for name in CORPUS if name.partition("-")[0] == family)
-    seed = data.draw(st.sampled_from(seeds), label="seed")
-    assert_total(fuzz_dir / f"mutated-{family}", mutate(CORPUS[seed], mutations), camera)
+
+    def spawn(rnd: random.Random, drawn: list[Mutated]) -> Mutated:
+        mutations = [rand_mutation(rnd) for _ in range(rnd.randint(1, 4))]
+        if rnd.random() < 0.2:  # a drawn case taken one mutation further
+            seed, earlier, _ = rnd.choice(drawn)
+            return seed, [*earlier, mutations[0]], rnd.random() < 0.5
+        return rnd.choice(seeds), mutations, rnd.random() < 0.5
+
+    def check(value: Mutated) -> None:
+        seed, mutations, camera = value
+        assert_total(fuzz_dir / f"mutated-{family}", mutate(CORPUS[seed], mutations), camera)
+
+    strategy = st.tuples(
+        st.sampled_from(seeds), st.lists(MUTATIONS, min_size=1, max_size=4), st.booleans()
+    )
+    tried = fuzz_batches(strategy, FUZZ_EXAMPLES["mutated"], check, spawn)
+    assert tried >= FUZZ_EXAMPLES["mutated"]
