@@ -1,7 +1,10 @@
-"""`facegate verify | identify | evaluate` as a user runs them: a real subprocess, real images."""
+"""`facegate verify | identify | evaluate` as a user runs them, real images: through the CLI
+entry point in-process, and one test as a real subprocess."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -13,6 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import CELEB, REPO, celeb_image
+from facegate.cli import main
 from facegate.errors import BadInputError
 from facegate.imageio import load_image
 from facegate.vision.engine import FaceEngine
@@ -20,7 +24,8 @@ from facegate.vision.engine import FaceEngine
 PEOPLE = ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling")
 
 
-def facegate(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def facegate_process(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The command as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "facegate", *map(str, args)],
         capture_output=True,
@@ -28,6 +33,15 @@ def facegate(*args: str | Path) -> subprocess.CompletedProcess[str]:
         timeout=180,
         cwd=REPO,
     )
+
+
+def facegate(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The same command through its entry point in-process (no interpreter start and
+    imports per call); test_verify_match_and_no_match runs the process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(arg) for arg in args])
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def usable_train_images(engine: FaceEngine, person: str, count: int) -> list[Path]:
@@ -64,11 +78,13 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], path: Path, wor
 
 
 def test_verify_match_and_no_match(refs: Path) -> None:
-    ok = facegate("verify", celeb_image("madonna"), "--as", "madonna", "--refs", refs, "--json")
+    ok = facegate_process(
+        "verify", celeb_image("madonna"), "--as", "madonna", "--refs", refs, "--json"
+    )
     assert ok.returncode == 0, ok.stderr
     body = json.loads(ok.stdout)
     assert body["match"] is True and body["distance"] < 0.9
-    no = facegate("verify", celeb_image("elton_john"), "--as", "madonna", "--refs", refs)
+    no = facegate_process("verify", celeb_image("elton_john"), "--as", "madonna", "--refs", refs)
     assert no.returncode == 1
     assert no.stdout.startswith("NO MATCH")
 
