@@ -126,6 +126,7 @@ class PassiveLiveness(LivenessStage):
         self._nir = nir
         self._warned_colour = False
         self._tracks: dict[int, _Track] = {}
+        self._intrinsics: tuple[tuple[int, int], npt.NDArray[np.float64]] | None = None
 
     @classmethod
     def load(cls, models_dir: Path, threads: int) -> Self:
@@ -143,6 +144,10 @@ class PassiveLiveness(LivenessStage):
         track.frames += 1
         if self._nir and index % NIR_CHECK_EVERY == 0:
             self._check_nir(image, face.detection.box)
+        if track.attack:
+            # Final: an attack never becomes live again, so the track costs nothing more
+            # (its evidence keeps the yaw and actions it had when it was judged).
+            return self._evidence(track)
         landmarks = face.landmarks
         if landmarks is None or face.refusal in (RefusalReason.NOT_A_FACE, RefusalReason.NO_EYES):
             track.texture = TextureTracks()  # no mesh to place the points: start again
@@ -160,16 +165,13 @@ class PassiveLiveness(LivenessStage):
         # Every other frame: the evidence of pairs one frame apart overlaps anyway, and it
         # halves the cost of the most expensive part.
         pair = track.texture.pair(LAG) if index % ANALYSE_EVERY == 0 else None
-        if pair is not None:
+        # A pair with too few points would be analysed only to be ignored.
+        if pair is not None and len(pair.before) >= MIN_PAIR_POINTS:
             found = analyse(
                 pair, iod, self._camera(image),
                 expect_relief_below=FLAT_RELIEF_F, expect_motion_above=SHEET_MIN_MOTION_IOD,
             )  # fmt: skip
-            if (
-                found is not None
-                and found.points >= MIN_PAIR_POINTS
-                and found.noise_iod <= MAX_PAIR_NOISE_IOD
-            ):
+            if found is not None and found.noise_iod <= MAX_PAIR_NOISE_IOD:
                 self._weigh(track, found)
         return self._evidence(track)
 
@@ -196,8 +198,12 @@ class PassiveLiveness(LivenessStage):
 
     def _camera(self, image: ImageArray) -> npt.NDArray[np.float64]:
         h, w = image.shape[:2]
-        f = 0.5 * w / math.tan(self._hfov / 2)
-        return np.array([[f, 0.0, w / 2], [0.0, f, h / 2], [0.0, 0.0, 1.0]])
+        if self._intrinsics is None or self._intrinsics[0] != (w, h):
+            f = 0.5 * w / math.tan(self._hfov / 2)
+            matrix = np.array([[f, 0.0, w / 2], [0.0, f, h / 2], [0.0, 0.0, 1.0]])
+            matrix.flags.writeable = False
+            self._intrinsics = ((w, h), matrix)
+        return self._intrinsics[1]
 
     @staticmethod
     def _weigh(track: _Track, pair: PairEvidence) -> None:

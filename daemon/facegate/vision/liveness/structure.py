@@ -103,22 +103,27 @@ def _bases(before: F64, predicted: F64, template: F64 | None) -> tuple[F64, F64,
     u, v = before[:, 0:1], before[:, 1:2]
     powers_u = u ** np.arange(5)
     powers_v = v ** np.arange(5)
-    monomials = np.hstack(
-        [powers_u[:, d - j : d - j + 1] * powers_v[:, j : j + 1]
-         for d in _SHEET_DEGREES for j in range(d + 1)]
-    )  # fmt: skip
+    monomials = powers_u[:, _POWERS_U] * powers_v[:, _POWERS_V]
     quadratic = monomials[:, :3]  # u^2, uv, v^2
     face = quadratic if template is None else np.hstack([quadratic, template[:, None]])
     return homography, _times_field(face, x, y), _times_field(monomials, x, y)
 
 
+#: The powers of u and v of each sheet monomial (degree-major, then powers of v).
+_POWERS_U: Final = np.array([d - j for d in _SHEET_DEGREES for j in range(d + 1)])
+_POWERS_V: Final = np.array([j for d in _SHEET_DEGREES for j in range(d + 1)])
+
+
 def _times_field(reliefs: F64, x: F64, y: F64) -> F64:
     """Each relief column times the 3 parallax field components (A_x, A_y, B): rows dx of
     every point then dy, columns relief-major."""
-    zero = np.zeros_like(reliefs)
-    dx = np.stack([reliefs, zero, -reliefs * x], axis=2).reshape(len(reliefs), -1)
-    dy = np.stack([zero, reliefs, -reliefs * y], axis=2).reshape(len(reliefs), -1)
-    return np.vstack([dx, dy])
+    n, k = reliefs.shape
+    out = np.zeros((2 * n, 3 * k))
+    out[:n, 0::3] = reliefs
+    out[n:, 1::3] = reliefs
+    out[:n, 2::3] = -reliefs * x
+    out[n:, 2::3] = -reliefs * y
+    return out
 
 
 def _sheet_maps() -> F64:
@@ -140,6 +145,7 @@ def _sheet_maps() -> F64:
 
 
 _SHEETS: Final = _sheet_maps()
+_SHEETS_T: Final = np.ascontiguousarray(_SHEETS.transpose(0, 2, 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +158,7 @@ class _Projector:
     h_basis: F64  # orthonormal, weighted homography perturbations
     f_basis: F64  # orthonormal, weighted face-relief products with the homography removed
     s_cols: F64  # weighted sheet monomial products with the homography removed
-    s_project: F64  # per axis: C (C'MC)^-1 C' in monomial coordinates (axes, 36, 36)
+    s_inverse: F64  # per axis: (C'MC)^-1 in that sheet's coordinates (axes, 9, 9)
 
     def scores(self, residual: F64) -> tuple[float, float, float]:
         """(RSS under a flat sheet, explained by the face model, explained by the best
@@ -160,23 +166,25 @@ class _Projector:
         r = residual * self.sqrt_w
         r = r - self.h_basis @ (self.h_basis.T @ r)
         b = self.f_basis.T @ r
-        g = self.s_cols.T @ r
-        explained = (self.s_project @ g) @ g  # g' P_a g for every axis a
+        g = _SHEETS_T @ (self.s_cols.T @ r)  # C_a' g for every axis a: (axes, 9)
+        # g' C_a (C_a'MC_a)^-1 C_a' g for every axis a
+        explained = (np.matmul(self.s_inverse, g[:, :, None])[:, :, 0] * g).sum(axis=1)
         return float(r @ r), float(b @ b), float(explained.max())
 
 
 def _projector(h_cols: F64, f_cols: F64, s_cols: F64, weights: F64) -> _Projector:
     sqrt_w = np.sqrt(np.concatenate([weights, weights]))
-    qh, _ = np.linalg.qr(h_cols * sqrt_w[:, None])
-    f_w = f_cols * sqrt_w[:, None]
-    qf, _ = np.linalg.qr(f_w - qh @ (qh.T @ f_w))
+    # One QR of both: its first columns span the homography's perturbations, the rest the
+    # face relief's with those removed.
+    q, _ = np.linalg.qr(np.hstack([h_cols, f_cols]) * sqrt_w[:, None])
+    qh, qf = q[:, : h_cols.shape[1]], q[:, h_cols.shape[1] :]
     s_w = s_cols * sqrt_w[:, None]
     s_perp = s_w - qh @ (qh.T @ s_w)
     gram = s_perp.T @ s_perp
-    c_gram_c = _SHEETS.transpose(0, 2, 1) @ gram @ _SHEETS
+    c_gram_c = _SHEETS_T @ gram @ _SHEETS
     c_gram_c += 1e-12 * np.eye(c_gram_c.shape[-1])
-    project = _SHEETS @ np.linalg.solve(c_gram_c, _SHEETS.transpose(0, 2, 1))
-    return _Projector(sqrt_w, qh, qf, s_perp, project)
+    # The 9x9 inverses, not the 36x36 projections (a quarter of the analysis' cost).
+    return _Projector(sqrt_w, qh, qf, s_perp, np.linalg.inv(c_gram_c))
 
 
 def _median(values: F64) -> float:
@@ -223,7 +231,9 @@ def analyse(
     after = pair.after.astype(np.float64)
     centre = before.mean(axis=0)
     p, q = (before - centre) / iod, (after - centre) / iod
-    h = fit_homography(p, q)
+    h = _in_units(pair.homography, centre, iod) if pair.homography is not None else None
+    if h is None:
+        h = fit_homography(p, q)
     if h is None:
         return None
     predicted = _apply(h, p)
@@ -258,6 +268,17 @@ def analyse(
         expected_relief_f=expected_relief,
         expected_curved_f=expected_curved,
     )
+
+
+def _in_units(h_px: F64, centre: F64, iod: float) -> F64 | None:
+    """A homography between frame pixels as one between IOD units about `centre` (the
+    same least-squares fit, already made when the points were measured)."""
+    to_unit = np.array([[1 / iod, 0, -centre[0] / iod], [0, 1 / iod, -centre[1] / iod], [0, 0, 1]])
+    h = to_unit @ h_px @ np.linalg.inv(to_unit)
+    if not np.all(np.isfinite(h)) or abs(h[2, 2]) < 1e-12:
+        return None
+    scaled: F64 = h / h[2, 2]
+    return scaled
 
 
 def _expected_signal(
