@@ -1,6 +1,7 @@
 """What the daemon keeps in memory (issue 17, item 4): only the models in use, each
-model file's pages dropped once XNNPACK holds its own copy of the weights, and optional
-features' libraries imported only when the feature is on.
+model file's pages dropped once XNNPACK holds its own copy of the weights, optional
+features' libraries imported only when the feature is on, and after the first frame none
+of the file pages start-up alone read (never a page the process changed).
 
 RSS itself is a benchmark figure (scripts/rss_breakdown.py): these tests check the causes,
 which either hold or do not, and are never timed."""
