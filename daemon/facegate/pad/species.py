@@ -184,12 +184,13 @@ def _pivoted(pose: Pose, pivot: F64) -> Pose:
     )  # fmt: skip
 
 
-def walking_head(rng: np.random.Generator, seconds: float) -> PoseAt:
-    """A visitor walking up to the door and stopping, looking around as people do."""
+def walking_head(rng: np.random.Generator, seconds: float, walk_s: float | None = None) -> PoseAt:
+    """A visitor walking up to the door and stopping, looking around as people do: they
+    arrive after 0.6-0.85 of `walk_s` (default: of the sequence) and stay."""
     z0, z1 = rng.uniform(1.1, 1.5), rng.uniform(0.45, 0.75)
     x0, x1 = rng.uniform(-0.12, 0.12), rng.uniform(-0.05, 0.05)
     y0 = rng.uniform(-0.06, 0.04)
-    arrive = rng.uniform(0.6, 0.85) * seconds
+    arrive = rng.uniform(0.6, 0.85) * (seconds if walk_s is None else walk_s)
     bob_phase = rng.uniform(0, 2 * math.pi)
     yaw0, pitch0, roll0 = rng.uniform(-8, 8), rng.uniform(-6, 4), rng.uniform(-4, 4)
     yaw = Wobble(rng, rng.uniform(8, 20), 0.15, 0.6)
@@ -407,11 +408,17 @@ def render(
     camera: Camera = DOOR_CAMERA,
     seconds: float = 3.0,
     video_source: FaceSource | None = None,
+    walk_s: float | None = None,
 ) -> Presentation:
-    """Render `kind` (one of KINDS) from `source` with everything drawn from `seed`."""
+    """Render `kind` (one of KINDS) from `source` with everything drawn from `seed`.
+    `walk_s`: a `live_moving` visitor walks up as in a sequence this long, then stays at
+    the door looking around until `seconds` (default: the walk spans the sequence)."""
     rng = np.random.default_rng(seed)
     if kind == "live_answering":
         frames = _live(source, rng, camera, seconds, still=False, answer=answer_for(seed))
+        return Presentation(kind, source.person, source.path.name, seed, frames)
+    if kind == "live_moving" and walk_s is not None:
+        frames = _live(source, rng, camera, seconds, still=False, walk_s=walk_s)
         return Presentation(kind, source.person, source.path.name, seed, frames)
     frames = _RENDERERS[kind](source, rng, camera, seconds, video_source or source)
     return Presentation(kind, source.person, source.path.name, seed, frames)
@@ -471,6 +478,7 @@ def _live(
     seconds: float,
     still: bool,
     answer: str | None = None,
+    walk_s: float | None = None,
 ) -> list[U8]:
     background = hallway(rng, camera)
     head = _head(source, rng.uniform(0.94, 1.06))
@@ -479,7 +487,7 @@ def _live(
 
         motion = answering_head(rng, seconds, answer, -signed_yaw(source.mesh))
     else:
-        motion = standing_head(rng, seconds) if still else walking_head(rng, seconds)
+        motion = standing_head(rng, seconds) if still else walking_head(rng, seconds, walk_s)
     blink = _blinks(rng, seconds)
     light, sensor = _light(rng), _sensor(rng)
     light.glare = 0.0
