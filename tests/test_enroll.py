@@ -88,18 +88,37 @@ class Site:
         return {p.name: p.read_bytes() for p in sorted(self.gallery.parent.iterdir())}
 
 
-@pytest.fixture
-def site(tmp_path: Path, clean: dict[str, list[CleanImage]]) -> Site:
-    """PER_PERSON clean images per person copied into imgs/<person>/, all enrolled."""
+def new_site(root: Path, clean: dict[str, list[CleanImage]]) -> Site:
     for person in PEOPLE:
-        folder = tmp_path / "imgs" / person
+        folder = root / "imgs" / person
         folder.mkdir(parents=True)
         for image in clean[person][:PER_PERSON]:
             shutil.copy(image.path, folder / image.path.name)
-    (tmp_path / "var").mkdir()
-    result = Site(tmp_path, tmp_path / "enrollment.yaml", tmp_path / "var" / "gallery.fgg")
+    (root / "var").mkdir()
+    result = Site(root, root / "enrollment.yaml", root / "var" / "gallery.fgg")
     result.write({p: [f"imgs/{p}/"] for p in PEOPLE})
     return result
+
+
+@pytest.fixture
+def site(tmp_path: Path, clean: dict[str, list[CleanImage]]) -> Site:
+    """PER_PERSON clean images per person copied into imgs/<person>/, all enrolled."""
+    return new_site(tmp_path, clean)
+
+
+@pytest.fixture(scope="module")
+def grown_site(
+    tmp_path_factory: pytest.TempPathFactory, clean: dict[str, list[CleanImage]], models_dir: Path
+) -> Site:
+    """A site enrolled with three people, then all four: a gallery and its .bak. Built once;
+    tests get a copy (images are keyed by their bytes, so the copy is the same gallery)."""
+    site = new_site(tmp_path_factory.mktemp("grown"), clean)
+    site.write({p: [f"imgs/{p}/"] for p in PEOPLE[:3]})
+    assert run_cli(site, models_dir) == 0
+    site.write({p: [f"imgs/{p}/"] for p in PEOPLE})
+    assert run_cli(site, models_dir) == 0  # now a .bak exists too: both must survive
+    assert "gallery.fgg.bak" in site.snapshot()
+    return site
 
 
 def run_cli(site: Site, models_dir: Path, *flags: str) -> int:
@@ -269,7 +288,8 @@ def _tiny_face(site: Site, clean: dict[str, list[CleanImage]]) -> Path:
     ids=["non-image", "truncated-jpeg", "grey", "landscape-strip", "two-faces", "tiny-face"],
 )
 def test_bad_image_changes_nothing(
-    site: Site,
+    grown_site: Site,
+    tmp_path: Path,
     models_dir: Path,
     engine: FaceEngine,
     clean: dict[str, list[CleanImage]],
@@ -278,10 +298,9 @@ def test_bad_image_changes_nothing(
     error: type[BadInputError],
     says: str,
 ) -> None:
-    site.write({p: [f"imgs/{p}/"] for p in PEOPLE[:3]})
-    assert run_cli(site, models_dir) == 0
-    site.write({p: [f"imgs/{p}/"] for p in PEOPLE})
-    assert run_cli(site, models_dir) == 0  # now a .bak exists too: both must survive
+    shutil.copytree(grown_site.root, tmp_path / "site")
+    root = tmp_path / "site"
+    site = Site(root, root / grown_site.enrollment.name, root / "var" / grown_site.gallery.name)
     before = site.snapshot()
     assert "gallery.fgg.bak" in before
     (site.root / "bad").mkdir()
