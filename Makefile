@@ -41,10 +41,10 @@ models: apt-deps $(BUILD_VENV)/.installed
 # Two workers (this is a 2-core board's count too): many end-to-end tests wait on a broker
 # or a daemon, so the CPU-bound tests (fuzzing, models) fill that time. One test file per
 # worker keeps module fixtures (a daemon, a broker) whole. Tests that assert timing
-# (marked `serial`) run afterwards, alone.
+# (marked `serial`) run afterwards, alone; only the files that mark any are collected again.
 test: install models lint
 	$(BIN)/pytest -q -n 2 --dist loadfile -m "not serial"
-	$(BIN)/pytest -q -m serial
+	$(BIN)/pytest -q -m serial $$(grep -l 'mark\.serial' tests/test_*.py)
 
 lint: install
 	$(BIN)/ruff check daemon scripts tests
