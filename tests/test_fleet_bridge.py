@@ -39,7 +39,7 @@ BRIDGE: Final = (
     Path(__file__).resolve().parent.parent / "systemd" / "mosquitto" / "bridge-site.conf"
 )
 SITE: Final = "hq"
-OUTAGE_S: Final = 4.0
+OUTAGE_S: Final = 2.0  # longer than the bridge's restart_timeout (1 s), so it notices and retries
 
 
 def bridge_config(central_port: int) -> str:
