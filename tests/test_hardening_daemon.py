@@ -2,8 +2,9 @@
 with a real mosquitto. Each test attacks, then asserts that the resident who keeps coming
 back to the door (a looping camera) is still unlocked afterwards.
 
-One daemon serves the module: its camera loops hallway frames, a header-bomb image and the
-resident; the broker holds retained poison on the verify topic before the daemon starts.
+One daemon serves the module (per pytest run): its camera loops hallway frames, a header-bomb
+image and the resident; the broker holds retained poison on the verify topic before the
+daemon starts.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ from door_site import (
 )
 from facegate.mqtt import UnlockVerifier
 
-# Timing is part of what these tests assert (unlock rhythm under a flood, watchdog gaps):
-# `make test` runs them after the parallel part, alone on the machine.
-pytestmark = pytest.mark.serial
+# The flood test asserts timing (unlock rhythm under the flood, watchdog gaps): `make test`
+# runs it after the parallel part, alone on the machine, with a daemon of its own (the
+# module fixture runs once per pytest run). The other tests run with the parallel part.
 
 SECRETS: Final = ("s3cr@t", "hunter2", "tok-9f8e")
 #: A raw `@` inside the password and secrets in the query: both leaked before (finding 7).
@@ -184,6 +185,7 @@ def test_an_identity_with_a_newline_forges_no_log_line(door: Door) -> None:
     assert not any(line.startswith("2026-01-01") for line in lines)
 
 
+@pytest.mark.serial
 def test_a_flood_of_verify_requests_never_delays_the_door(door: Door) -> None:
     """10,000 requests in 10 s: resident unlocks keep their rhythm, watchdog pings keep
     coming, memory stays bounded."""
