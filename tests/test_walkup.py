@@ -24,7 +24,7 @@ import pytest
 
 from broker import MosquittoBroker
 from door_site import Daemon, Subscriber, make_site
-from facegate.capture import Captured, CaptureRequest, CaptureSession
+from facegate.capture import Captured, CaptureRequest, CaptureSession, Refusal, Refused
 from facegate.cli import main
 from facegate.config import load_config
 from facegate.control import ControlClient, ControlServer
@@ -33,10 +33,13 @@ from facegate.enroll import photo_gate
 from facegate.errors import BadInputError
 from facegate.gallery import Gallery
 from facegate.matching import Matcher
+from facegate.pad.species import FaceSource, load_source, render
 from facegate.pipeline import DoorPipeline
 from facegate.policy import DoorPolicy
 from facegate.service import load_recognition
 from facegate.vision.engine import FaceEngine
+from facegate.vision.liveness import PassiveLiveness
+from facegate.walkup import capture_liveness
 from scenes import empty_frame, fit, photo, write_config, write_enrollment, write_folder
 
 NEWCOMER = "mindy_kaling"
@@ -45,6 +48,7 @@ STRANGER = "ben_afflek"
 #: Train photos of the newcomer that hold one usable face each, in varied poses.
 POSES = (0, 1, 3, 4, 5, 6, 7, 11, 12, 13, 15, 16)
 FRAMES_PER_POSE = 5  # half a second at 10 fps
+PRINT_SEED, LIVE_SEED = 5, 100008
 COMMENT = "# the people of this test site (this comment must survive the edit)\n"
 
 
@@ -427,3 +431,68 @@ def test_control_protocol_refusals_and_a_client_that_leaves(
         assert prompts[-1] == ("front", None)
     finally:
         server.close()
+
+
+# --- liveness: a print held to the camera enrolls nobody -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def newcomer_source(engine: FaceEngine) -> FaceSource:
+    """The newcomer's first enrollment-quality train photo, ready to render."""
+    folder = Path(__file__).resolve().parent.parent / "models" / "data" / "5-celebrity" / "train"
+    for path in sorted((folder / NEWCOMER).iterdir()):
+        if (source := load_source(engine, path, NEWCOMER)) is not None:
+            return source
+    raise AssertionError("no enrollment-quality photo of the newcomer")
+
+
+def capture_rendered(
+    engine: FaceEngine, frames: list[np.ndarray], liveness: PassiveLiveness | None
+) -> list[object]:
+    """Every outcome of a 3-photo capture fed the rendered frames (RGB, 10 fps)."""
+    gate = photo_gate(load_config(make_local_site(Path(tempfile.mkdtemp()) / "s")))
+    session = CaptureSession(
+        CaptureRequest("front", NEWCOMER, images=3),
+        Matcher([], np.zeros((0, 128), np.float32)),
+        0.9,
+        lambda jpeg: _problem(engine, gate, jpeg),
+        started=0.0,
+        liveness=liveness,
+    )
+    outcomes: list[object] = []
+    for number, frame in enumerate(frames):
+        outcome = session.feed(frame, engine.encode(frame), number / 10)
+        if outcome is not None:
+            outcomes.append(outcome)
+        if session.finished:
+            break
+    return outcomes
+
+
+def test_with_liveness_a_print_is_never_captured_and_a_live_visitor_is(
+    engine: FaceEngine, newcomer_source: FaceSource
+) -> None:
+    printed = render("print", newcomer_source, PRINT_SEED, seconds=5.0).frames
+    # Without liveness the print gives its photos (what the check is for) ...
+    assert any(isinstance(o, Captured) for o in capture_rendered(engine, printed, None))
+    # ... with it, never: refused as an attack once it is judged one, or still waiting.
+    outcomes = capture_rendered(engine, printed, PassiveLiveness())
+    assert not any(isinstance(o, Captured) for o in outcomes)
+    refused = [o for o in outcomes if isinstance(o, Refused)]
+    assert all(o.code is Refusal.PRESENTATION_ATTACK for o in refused)
+    assert refused, "the moving print is called an attack"
+    live = render("live_moving", newcomer_source, LIVE_SEED, seconds=5.0, walk_s=3.0).frames
+    outcomes = capture_rendered(engine, live, PassiveLiveness())
+    assert isinstance(outcomes[-1], Captured), outcomes[-1]
+    assert len(outcomes[-1].photos) == 3
+
+
+def test_the_local_capture_uses_the_doors_liveness_setting(tmp_path: Path) -> None:
+    config = load_config(make_local_site(tmp_path / "site"))  # scenes switch liveness off
+    assert capture_liveness(config, "front") is None
+    passive = write_config(
+        tmp_path / "site" / "passive.yaml", port=1883,
+        cameras=[{"door": "front", "source": "cam/", "hfov_deg": 70}],
+        recognition={"liveness": "passive"},
+    )  # fmt: skip
+    assert isinstance(capture_liveness(load_config(passive), "front"), PassiveLiveness)

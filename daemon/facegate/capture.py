@@ -11,6 +11,13 @@ as a JPEG) passes the photo gate enrollment will apply. The session refuses, and
 kept, when two usable faces are in view, when the face is an enrolled person other than
 the one being captured (or, for an update, clearly not the enrolled person), or when the
 time runs out.
+
+With a liveness stage (`recognition.liveness` not off; the caller passes a fresh one per
+session), the photos must come from one face track that the stage judges live before the
+capture completes: a print or a screen held to the camera enrolls nobody. A track judged
+an attack refuses the capture (`presentation_attack`); a new track (the face left view)
+starts the photos again; enough photos on a track not yet judged live wait, asking the
+person to move their head, until it is or the time runs out.
 """
 
 from __future__ import annotations
@@ -26,12 +33,15 @@ import numpy as np
 
 from facegate.config.app import MAX_THRESHOLD
 from facegate.matching import Matcher
+from facegate.tracking import FaceTracker, TrackedFace
+from facegate.vision.stages import LivenessStage
 from facegate.vision.types import (
     Detection,
     FaceEncoding,
     FaceLandmarks,
     FloatArray,
     ImageArray,
+    LivenessEvidence,
     RefusalReason,
 )
 
@@ -63,6 +73,8 @@ POSE_PROMPTS: Final = (
     "lift your chin a little",
     "lower your chin a little",
 )
+#: Asked when the photos are in hand but the face has not been judged live yet.
+MOVE_PROMPT: Final = "turn your head slowly left and right"
 
 
 class Refusal(StrEnum):
@@ -77,6 +89,7 @@ class Refusal(StrEnum):
     UNKNOWN_DOOR = "unknown_door"
     BAD_REQUEST = "bad_request"
     STOPPED = "stopped"  # the daemon is shutting down
+    PRESENTATION_ATTACK = "presentation_attack"  # a photo or a screen, not a live face
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +173,11 @@ class CaptureSession:
     _not_them: int = 0
     _strangers: int = 0
     _prompt: str = ""
+    #: The door's liveness stage, a fresh one for this session; None: liveness off.
+    liveness: LivenessStage | None = None
+    _tracker: FaceTracker = field(default_factory=FaceTracker)
+    _track: int | None = None  # the face track the kept photos come from
+    _live: bool = False  # that track has been judged live
 
     def feed(self, image: ImageArray, faces: Sequence[FaceEncoding], now: float) -> Outcome | None:
         if self.finished:
@@ -167,17 +185,43 @@ class CaptureSession:
         if expired := self.expire(now):
             return expired
         elapsed = now - self.started
-        usable = [f for f in faces if f.embedding is not None]
+        evidence = self._observe(image, faces)
+        usable = [i for i, f in enumerate(faces) if f.embedding is not None]
         if len(usable) > 1:
             return self._finish_refused(
                 Refusal.TWO_FACES, f"{len(usable)} faces in view: one person at a time"
             )
         if not usable:
             return self._ask(_hint(faces), elapsed)
-        face = usable[0]
+        face = faces[usable[0]]
         if refusal := self._identity_refusal(face):
             return self._finish_refused(*refusal)
+        if evidence is not None:
+            track, found = evidence[usable[0]]
+            if found.live is False:
+                return self._finish_refused(
+                    Refusal.PRESENTATION_ATTACK,
+                    f"a photo or a screen, not a live face ({found.reason}): nothing captured",
+                )
+            if track != self._track:
+                self._track, self._kept = track, []  # a new face in view: start again
+            self._live = found.live is True
         return self._consider(image, face, now, elapsed)
+
+    def _observe(
+        self, image: ImageArray, faces: Sequence[FaceEncoding]
+    ) -> list[tuple[int, LivenessEvidence]] | None:
+        """Every face's track and liveness evidence (None without a liveness stage)."""
+        if self.liveness is None:
+            return None
+        tracks = self._tracker.update([TrackedFace(f.detection.box, None) for f in faces])
+        found = [
+            (track, self.liveness.observe(track, face, image))
+            for face, track in zip(faces, tracks, strict=True)
+        ]
+        for track in self._tracker.ended:
+            self.liveness.forget(track)
+        return found
 
     def expire(self, now: float) -> Refused | None:
         """The refusal once the time is up; checked without frames too (a dead camera)."""
@@ -228,6 +272,8 @@ class CaptureSession:
                     Refusal.PERSON_CHANGED, "the person in view changed: one person at a time"
                 )
             return None
+        if len(self._kept) >= self.request.images:
+            return self._done(elapsed)  # the photos are in hand; waiting for a live verdict
         if eye_opening(landmarks) < MIN_EYE_OPENING:
             return self._ask("keep your eyes open", elapsed)
         current = pose(landmarks)
@@ -240,10 +286,16 @@ class CaptureSession:
             return None  # e.g. another face at the photo's edge: wait for a cleaner frame
         self._kept.append(_Kept(current, now, jpeg, embedding))
         if len(self._kept) >= self.request.images:
-            self.finished = True
-            return Captured(tuple(k.jpeg for k in self._kept), elapsed)
+            return self._done(elapsed)
         self._prompt = self._pose_prompt()
         return Progress(self.have, self.request.images, self._prompt, elapsed)
+
+    def _done(self, elapsed: float) -> Outcome | None:
+        """The photos, once their track is judged live (always, without liveness)."""
+        if self.liveness is not None and not self._live:
+            return self._ask(MOVE_PROMPT, elapsed)
+        self.finished = True
+        return Captured(tuple(k.jpeg for k in self._kept), elapsed)
 
     def _same_person(self, embedding: FloatArray) -> bool:
         """Whether the face is the one whose photos are kept so far (counts the frames it
@@ -273,6 +325,12 @@ class CaptureSession:
         return Refused(code, message)
 
     def _timeout_message(self) -> str:
+        if self.liveness is not None and self.have >= self.request.images:
+            return (
+                f"timed out after {self.request.timeout_s:g} s: {self.have} photos, but the"
+                " face was never judged live (a person who turns their head is; a photo or"
+                " a screen is not)"
+            )
         return (
             f"timed out after {self.request.timeout_s:g} s with {self.have} of"
             f" {self.request.images} photos (one face, close, sharp, eyes open, turning a"

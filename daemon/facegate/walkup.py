@@ -36,6 +36,7 @@ from facegate.capture import Captured, CaptureRequest, Progress, Refused
 from facegate.config import FacegateConfig, load_config, load_enrollment
 from facegate.control import PERSON_ID, ControlClient
 from facegate.errors import BadInputError, FacegateError
+from facegate.vision.stages import LivenessStage
 
 #: Where captured photos go, relative to enrollment.yaml's folder: photos/<id>/.
 PHOTOS_DIR: Final = "photos"
@@ -211,6 +212,8 @@ def _capture_here(
         config.recognition.threshold,
         lambda jpeg: photo_problem(engine, gate, jpeg),
         time.monotonic(),
+        # A print held to the camera must not enroll anyone: the photos need a live track.
+        liveness=capture_liveness(config, request.door),
     )
     with source_from_config(camera) as frames:
         while True:
@@ -224,6 +227,16 @@ def _capture_here(
                 return list(outcome.photos)
             elif isinstance(outcome, Refused):
                 raise WalkupRefused(str(outcome.code), outcome.message)
+
+
+def capture_liveness(config: FacegateConfig, door: str) -> LivenessStage | None:
+    """A fresh liveness stage for one walk-up capture at `door` (its camera's field of
+    view), or None with `recognition.liveness: off`. The daemon's capture needs the same."""
+    if config.recognition.liveness == "off":
+        return None
+    from facegate.vision.liveness import PassiveLiveness
+
+    return PassiveLiveness(hfov_deg=config.camera(door).hfov_deg)
 
 
 def _gallery_matcher(config: FacegateConfig, fingerprint: str, dim: int) -> Any:
