@@ -51,7 +51,8 @@ class DaemonMetrics:
             registry=self.registry,
         )  # fmt: skip
         self._faces = Counter(
-            "facegate_faces", "faces seen in processed frames: embedded, or why refused",
+            "facegate_faces",
+            "faces seen in processed frames: embedded, reused (standing still), or why refused",
             ["door", "outcome"], registry=self.registry,
         )  # fmt: skip
         self._decisions = Counter(
@@ -147,9 +148,11 @@ class DaemonMetrics:
     def frame(self, door: str, result: StepResult) -> None:
         """One processed frame (the loop thread)."""
         self._frames.labels(door).inc()
-        for face in result.faces:
+        reused = result.reused or [False] * len(result.faces)
+        for face, old in zip(result.faces, reused, strict=True):
             refusal = face.quality.refusal
-            self._faces.labels(door, "embedded" if refusal is None else str(refusal)).inc()
+            outcome = "reused" if old else "embedded" if refusal is None else str(refusal)
+            self._faces.labels(door, outcome).inc()
 
     def lap(self, stage: str, since: float) -> float:
         """The engine's StageTimer: one histogram sample since `since` (perf_counter)."""
