@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 
 from facegate.config import load_config
-from facegate.decisions import Decision
+from facegate.decisions import Decision, ReasonCode
 from facegate.pad.species import FaceSource, load_source, render
 from facegate.pipeline import RECHECK_S, DoorPipeline, Recognition, StepResult
 from facegate.policy import DoorPolicy
 from facegate.service import load_recognition
+from facegate.tracking import FaceTracker
 from facegate.vision.engine import FaceEngine
 from facegate.vision.liveness import PassiveLiveness
 from facegate.vision.stages import Embedder, Landmarker
@@ -203,10 +204,13 @@ def test_no_face_is_embedded_twice_in_one_frame(
 # --- someone else in the same place ------------------------------------------------------------
 
 
-def same_box_as(person: str, model: str, engine: FaceEngine) -> np.ndarray:
+def same_box_as(
+    person: str, model: str, engine: FaceEngine, scene: np.ndarray | None = None
+) -> np.ndarray:
     """`person`'s photo scaled and moved so that the detector boxes their face where it
-    boxes `model`'s face: another person stepping into the very same place."""
-    target = engine.detect(visitor(model))[0]
+    boxes `model`'s face (in `scene`, RGB, or their own photo): another person stepping
+    into the very same place."""
+    target = engine.detect(visitor(model) if scene is None else scene)[0]
     frame = fit(photo(person))
     face = engine.detect(rgb(frame))[0]
     scale = target.width / face.width
@@ -311,3 +315,26 @@ def test_a_still_photo_keeps_liveness_reading_and_never_opens(
     assert not granted(results)
     assert landmarker.calls == 30  # liveness has no verdict: it reads every frame
     assert embedder.calls <= 3 + 30 * FRAME_S / RECHECK_S
+
+
+def test_a_live_track_that_shows_someone_else_proves_liveness_again(
+    engine: FaceEngine,
+    passive: Recognition,
+    counted: tuple[CountingEmbedder, CountingLandmarker],
+    live_source: FaceSource,
+) -> None:
+    """A resident judged live, then another resident's still photo held up in the same
+    place. Tracks split on a jump in the embedding; a lookalike may not jump that far, so
+    here the track never splits (the hardest case): the verdict on the live face must not
+    carry over to the photo."""
+    live = render("live_moving", live_source, 100008).frames
+    door = Door(engine, passive)
+    door.pipe._tracker = FaceTracker(max_embedding_jump=2.0)  # one track, whoever it shows
+    walked = list(door.feed(live))
+    assert [d.person for d in granted(walked)] == [RESIDENT]
+    photo_of_other = same_box_as(OTHER, RESIDENT, engine, live[-1])
+    held = list(door.feed([photo_of_other] * 40))
+    assert {t for r in held for t in r.track_ids} == {walked[-1].track_ids[0]}  # same track
+    assert not granted(held)  # undecided again: a still photo never proves a live face
+    assert any(d.code == ReasonCode.LIVENESS_UNDECIDED and d.person == OTHER
+               for r in held for d in r.decisions)  # fmt: skip
