@@ -317,6 +317,9 @@ def fuzz_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def assert_total(path: Path, data: bytes, camera: bool) -> None:
     """load_image on `data` returns a bounded HxWx3 uint8 array or raises BadInputError."""
+    # A new file each time: ext4 flushes a file truncated and written again to disk on
+    # close (auto_da_alloc), which cost most of the fuzzing's wall time on a busy disk.
+    path.unlink(missing_ok=True)
     path.write_bytes(data)
     options = {"max_side_px": None, "min_side_px": 1} if camera else {}
     try:
