@@ -326,14 +326,16 @@ def _facegate_imports(path: Path) -> set[str]:
 
 
 def test_vision_knows_nothing_downstream_and_paths_is_a_leaf() -> None:
-    """vision may use only itself, errors and paths: never camera, MQTT, policy, service or
-    config; paths imports nothing of facegate."""
+    """vision may use only itself, errors, paths and memory (madvise for model files):
+    never camera, MQTT, policy, service or config; paths and memory import nothing of
+    facegate."""
     package = REPO / "daemon" / "facegate"
-    allowed = ("facegate.vision", "facegate.errors", "facegate.paths")
+    allowed = ("facegate.vision", "facegate.errors", "facegate.paths", "facegate.memory")
     for module in sorted((package / "vision").glob("*.py")):
         outside = {n for n in _facegate_imports(module) if not n.startswith(allowed)}
         assert outside == set(), module.name
     assert _facegate_imports(package / "paths.py") == set()
+    assert _facegate_imports(package / "memory.py") == set()
 
 
 def test_config_is_a_leaf() -> None:
