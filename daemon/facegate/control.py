@@ -228,6 +228,8 @@ class ControlServer:
             message = f"a capture is already running at door {request.door}"
             job.reply(_refused(Refused(Refusal.BUSY, message)))
             return
+        from facegate import walkup  # walkup imports this module
+
         gate = self._photo_gate(state)
         session = CaptureSession(
             request,
@@ -235,6 +237,8 @@ class ControlServer:
             state.config.recognition.threshold,
             lambda jpeg: photo_problem(self._engine, gate, jpeg),
             self._clock(),
+            # A print held to the camera must not enroll anyone: the photos need a live track.
+            liveness=walkup.capture_liveness(state.config, request.door),
         )
         self._captures[request.door] = _Capture(job, session)
         logger.info(
