@@ -4,14 +4,18 @@ an image-folder camera) in a tmp dir. Every wait is bounded."""
 
 from __future__ import annotations
 
+import atexit
 import base64
+import functools
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -29,6 +33,7 @@ from paho.mqtt.properties import Properties
 from broker import MosquittoBroker
 from facegate.keys import PublicKey, load_public_key, public_key_path
 from scenes import (
+    MODELS,
     empty_frame,
     fit,
     photo,
@@ -272,12 +277,19 @@ def make_site(
     camera: Mapping[str, object] | None = None,
     recognition: Mapping[str, object] | None = None,
     mqtt_extra: Mapping[str, object] | None = None,
+    enrolled: bool = True,
 ) -> Site:
-    """Key, enrollment, config and a looping image-folder camera showing `scene`."""
+    """Key, enrollment, config and a looping image-folder camera showing `scene`.
+
+    `enrolled`: the gallery already holds the people's photos, as an installed door's does
+    (`facegate enroll` ran before): the daemon finds every photo in it by its bytes and
+    embeds none at start. False: no gallery, the daemon embeds every photo as it starts."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "journal").mkdir(exist_ok=True)
     key_path = write_unlock_key(root / "unlock.key")
     write_enrollment(root / "enrollment.yaml", people)
+    if enrolled and people:
+        shutil.copy(enrolled_gallery(people), root / "gallery.fgg")
     write_folder(root / "camera", scene)
     cam = {"door": DOOR, "source": "camera/", "fps": 10, "loop": True, **(camera or {})}
     config = write_config(
@@ -289,6 +301,44 @@ def make_site(
         signing={"algorithm": "ed25519", "key_file": "unlock.key"},
     )
     return Site(root, config, load_public_key(public_key_path(key_path)))
+
+
+_GALLERIES: dict[frozenset[str], Path] = {}
+_EVERYONE: list[Path] = []  # a folder whose gallery holds everyone enrolled so far
+
+
+@functools.cache
+def _photo_encoder() -> Any:
+    from facegate.enroll import PhotoEncoder
+    from facegate.vision.engine import FaceEngine
+
+    return PhotoEncoder(FaceEngine.load(MODELS, "int8"))
+
+
+def enrolled_gallery(people: Mapping[str, Sequence[str]]) -> Path:
+    """A gallery of these people's train photos as `facegate enroll` builds it (the default
+    photo gate, the int8 engine), once per set of people and test process. Each person's
+    photos are embedded once per process: a gallery of everyone so far grows by the new
+    people, and each set's gallery starts from a copy of it (photos reused by their bytes)."""
+    key = frozenset(people)
+    if key in _GALLERIES:
+        return _GALLERIES[key]
+    from facegate.enroll import enroll
+
+    if not _EVERYONE:
+        _EVERYONE.append(Path(tempfile.mkdtemp(prefix="fg-enrolled-")))
+        atexit.register(shutil.rmtree, _EVERYONE[0], True)
+    everyone = _EVERYONE[0]
+    photos = _photo_encoder()
+    known = {person for seen in _GALLERIES for person in seen}
+    folder = Path(tempfile.mkdtemp(dir=everyone))
+    for base, subset in ((everyone, known | key), (folder, key)):
+        if base is folder:
+            shutil.copy(everyone / "gallery.fgg", folder / "gallery.fgg")
+        write_enrollment(base / "enrollment.yaml", {person: [DOOR] for person in subset})
+        enroll(base / "enrollment.yaml", base / "gallery.fgg", photos, skip_bad=True)
+    _GALLERIES[key] = folder / "gallery.fgg"
+    return _GALLERIES[key]
 
 
 def face(person: str, frames: int = 1) -> list[Any]:
