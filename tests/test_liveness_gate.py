@@ -164,18 +164,42 @@ def challenged(people: EnrollmentConfig, clock: Clock) -> tuple[DoorPolicy, Prom
     return policy, prompt
 
 
+def turning(first: int, yaws: Sequence[float], live: bool | None = True) -> list[LivenessEvidence]:
+    """One observation per yaw (degrees, > 0: the subject's left), numbered from `first`."""
+    return [
+        LivenessEvidence(live, 0.7 if live else 0.2, first + i, "", "passive", yaw_deg=yaw)
+        for i, yaw in enumerate(yaws)
+    ]
+
+
+#: A deliberate turn to the subject's left, 0.1 s per sample: 0.5 s facing the display
+#: after the prompt, out by 25 degrees in 0.3 s, held 0.3 s, back in 0.3 s.
+TURN = (0, 0, 0, 0, 0, 8, 18, 25, 25, 25, 12, 3, 0, 0, 0)
+
+
+def side(action: str | None) -> float:
+    return 1.0 if action == "turn_left" else -1.0
+
+
 def test_challenge_passes_on_the_prompted_turn_made_by_a_live_head(
     people: EnrollmentConfig,
 ) -> None:
     clock = Clock()
     policy, prompt = challenged(people, clock)
-    assert prompt.action is not None
-    answered = evidence_with(((5, prompt.action),), True, 6)
-    (granted,) = frames(policy, clock, [answered])
+    answer = turning(4, [side(prompt.action) * y for y in TURN])
+    decided = frames(policy, clock, answer)
+    (granted,) = decided
     assert granted.kind == "granted" and granted.unlock
     assert granted.liveness is not None and granted.liveness.method == "challenge"
     assert granted.liveness.action == prompt.action
     assert policy.take_prompts() == [Prompt("front", None, None)]  # the display is cleared
+
+
+def test_a_turn_passes_only_once_it_came_back(people: EnrollmentConfig) -> None:
+    clock = Clock()
+    policy, prompt = challenged(people, clock)
+    out_and_held = [side(prompt.action) * y for y in TURN[:10]]
+    assert frames(policy, clock, turning(4, out_and_held)) == []
 
 
 def test_challenge_needs_more_than_passive_live(people: EnrollmentConfig) -> None:
@@ -185,14 +209,47 @@ def test_challenge_needs_more_than_passive_live(people: EnrollmentConfig) -> Non
     assert frames(policy, clock, [evidence_with((), True, n) for n in range(4, 20)]) == []
 
 
+def test_a_head_looking_around_at_its_own_pace_does_not_answer(
+    people: EnrollmentConfig,
+) -> None:
+    """25 degrees the prompted way and back over 2 s (a recording of a head looking around:
+    about 4 degrees per 0.1 s) is no answer; the challenge then runs out."""
+    clock = Clock()
+    policy, prompt = challenged(people, clock)
+    slow = [side(prompt.action) * min(4.0 * i, 25.0, 4.0 * (18 - i)) for i in range(19)]
+    assert frames(policy, clock, turning(4, slow)) == []
+    (failed,) = frames(policy, clock, turning(23, [0.0] * 12))
+    assert failed.code is ReasonCode.CHALLENGE_FAILED and not failed.unlock
+
+
 def test_a_wrong_answer_fails_once_and_never_unlocks(people: EnrollmentConfig) -> None:
     clock = Clock()
     policy, prompt = challenged(people, clock)
-    wrong = "turn_right" if prompt.action == "turn_left" else "turn_left"
-    answered = evidence_with(((2, "blink"), (5, wrong), (7, str(prompt.action))), True, 8)
-    (failed,) = frames(policy, clock, [answered] * 10)
+    wrong = turning(4, [-side(prompt.action) * y for y in TURN])
+    (failed,) = frames(policy, clock, wrong + turning(19, [0.0] * 10))
     assert failed.code is ReasonCode.CHALLENGE_FAILED and not failed.unlock
     assert policy.take_prompts() == [Prompt("front", None, None)]
+
+
+def test_a_turn_that_never_comes_back_fails(people: EnrollmentConfig) -> None:
+    clock = Clock()
+    policy, prompt = challenged(people, clock)
+    away = [side(prompt.action) * y for y in (0, 0, 0, 0, 0, 8, 18, 25)] + [
+        side(prompt.action) * 25.0
+    ] * 25
+    (failed,) = frames(policy, clock, turning(4, away))
+    assert failed.code is ReasonCode.CHALLENGE_FAILED
+
+
+def test_a_turn_too_soon_after_the_prompt_is_no_answer(people: EnrollmentConfig) -> None:
+    """A turn made less than 0.3 s after the prompt appeared (already under way) was no
+    answer to it; a deliberate one after it is."""
+    clock = Clock()
+    policy, prompt = challenged(people, clock)
+    soon = [side(prompt.action) * y for y in (25, 25, 12, 0, 0, 0, 0, 0, 0, 0)]
+    assert frames(policy, clock, turning(4, soon)) == []
+    answer = turning(14, [side(prompt.action) * y for y in TURN[5:]])
+    assert [d.kind for d in frames(policy, clock, answer)] == ["granted"]
 
 
 def test_a_late_answer_is_not_a_pass(people: EnrollmentConfig) -> None:
@@ -200,15 +257,19 @@ def test_a_late_answer_is_not_a_pass(people: EnrollmentConfig) -> None:
     policy, prompt = challenged(people, clock)
     (failed,) = frames(policy, clock, [evidence_with((), None, n) for n in range(4, 40)])
     assert failed.code is ReasonCode.CHALLENGE_FAILED
-    late = evidence_with(((40, str(prompt.action)),), True, 41)
-    assert [d.kind for d in frames(policy, clock, [late] * 3)] == []
+    late = turning(40, [side(prompt.action) * y for y in TURN])
+    assert [d.kind for d in frames(policy, clock, late)] == []
 
 
 def test_answers_before_the_prompt_do_not_count(people: EnrollmentConfig) -> None:
     clock = Clock()
-    policy, prompt = challenged(people, clock)
-    early = evidence_with(((1, str(prompt.action)),), True, 6)
-    assert frames(policy, clock, [early] * 5) == []
+    policy = door(people, clock, "challenge", challenge_timeout_s=3.0)
+    # A deliberate-looking turn both ways before the face was recognised.
+    before = [0, 10, 25, 25, 5, 0, -10, -25, -25, -5, 0]
+    assert not any(d.unlock for d in frames(policy, clock, turning(1, before), identity=None))
+    assert frames(policy, clock, turning(12, [0.0] * 3)) == []
+    (prompt,) = policy.take_prompts()
+    assert frames(policy, clock, turning(15, [0.0] * 10)) == []
 
 
 def test_the_unlock_carries_the_liveness_method_and_score(people: EnrollmentConfig) -> None:

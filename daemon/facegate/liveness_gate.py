@@ -12,15 +12,20 @@ attack, or challenge it. Pure and clock-injected, like the policy that asks it.
 - `challenge`: a recognised face gets a random prompt (`challenge_prompts`) published for
   the door; it passes when the first answer seen on the same track after the prompt is
   the prompted action, within `challenge_timeout_s`, and (for a turn) the track is judged
-  live, so the turn was made by a 3-D head. A different first answer or none in time is
-  `challenge_failed`, once; the track never passes. A video replay does not answer a
-  prompt it could not know, except by chance (measured in `facegate liveness-eval`).
+  live, so the turn was made by a 3-D head. A turn answers only when it is deliberate
+  (`actions.prompted_turn`): started 0.3-2 s after the prompt, fast (14 degrees of yaw
+  within 0.3 s) and back within 2 s; a head looking around at its own pace, or one that
+  turns to face the display and stays, is no answer either way. A different first answer
+  or none in time is `challenge_failed`, once; the track never passes. A video replay
+  does not answer a prompt it could not know, except by chance (measured in
+  `facegate liveness-eval`).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -28,7 +33,12 @@ from typing import Final
 
 from facegate.config.app import RecognitionConfig
 from facegate.decisions import Liveness, Prompt
-from facegate.vision.liveness.actions import BLINK, TURN_LEFT, TURN_RIGHT
+from facegate.vision.liveness.actions import (
+    BLINK,
+    TURN_LEFT,
+    TURN_RIGHT,
+    prompted_turn,
+)
 from facegate.vision.types import LivenessEvidence
 
 logger = logging.getLogger(__name__)
@@ -42,6 +52,8 @@ PROMPT_TEXT: Final = {
 _TURNS: Final = frozenset({TURN_LEFT, TURN_RIGHT})
 #: A track's evidence not refreshed for this long is dropped (the track has ended).
 FORGET_AFTER_S: Final = 10.0
+#: Yaw samples kept per track (the answer to a prompt is read from them): 20 s at 10 fps.
+YAW_SAMPLES: Final = 200
 
 
 class Verdict(Enum):
@@ -57,6 +69,7 @@ class _Challenge:
     action: str
     after_frame: int  # answers seen on frames after this one count
     deadline: float
+    shown_at: float  # when the prompt was published (a turn's reaction counts from here)
     answered: bool = False  # the prompted action was seen (a turn then waits for live)
 
 
@@ -64,6 +77,8 @@ class _Challenge:
 class _Track:
     evidence: LivenessEvidence
     seen: float
+    #: (time, signed yaw) of each observation of the track (one per evidence frame).
+    yaws: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=YAW_SAMPLES))
     confirmed_at: float | None = None
     challenge: _Challenge | None = None
     passed: str | None = None  # the method that let it through
@@ -98,8 +113,11 @@ class LivenessGate:
         for track, found in evidence.items():
             state = self._tracks.get(track)
             if state is None:
-                self._tracks[track] = _Track(found, now)
+                state = self._tracks[track] = _Track(found, now)
+                state.yaws.append((now, found.yaw_deg))
             else:
+                if found.frames > state.evidence.frames:  # a new observation of the face
+                    state.yaws.append((now, found.yaw_deg))
                 state.evidence, state.seen = found, now
         for track in [t for t, s in self._tracks.items() if now - s.seen > FORGET_AFTER_S]:
             del self._tracks[track]
@@ -179,11 +197,19 @@ class LivenessGate:
         challenge = state.challenge
         if challenge is None:
             action = self._rng.choice(self._choices)
-            state.challenge = _Challenge(action, state.evidence.frames - 1, now + self._timeout_s)
+            state.challenge = _Challenge(
+                action, state.evidence.frames - 1, now + self._timeout_s, now
+            )
             self._publish(track, action)
             logger.info("door %s: track %s challenged: %s", self.door, track, action)
             return Verdict.WAIT
-        answer = self._first_answer(state.evidence, challenge)
+        if challenge.action in _TURNS:
+            turn = prompted_turn(state.yaws, challenge.shown_at)
+            # A turn counts once it came back (a head that turned to face the display and
+            # stays is no answer); until then, wait.
+            answer = turn.action if turn is not None and turn.back_at is not None else None
+        else:
+            answer = self._first_answer(state.evidence, challenge)
         if answer is not None and answer != challenge.action:
             return self._fail(track, state, f"answered {answer} to {challenge.action}")
         if answer == challenge.action:

@@ -7,13 +7,16 @@ the eye aspect ratio (lid opening over eye width, from the mesh) and the grey-le
 contrast inside the eye contours (iris and sclera against skin): on rendered blinks
 FaceMesh's lids moved by only 5-10 % of their opening while the contrast fell to 0.5-0.65.
 A turn is the signed head yaw moving far enough from where it rested just before, away
-from the camera (coming back to face the camera is not a turn).
+from the camera (coming back to face the camera is not a turn); these are recorded in
+the evidence. A challenge reads its answer from the yaw samples instead
+(`prompted_turn`): a deliberate turn is fast, starts after the prompt and comes back.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -46,6 +49,20 @@ BASELINE_FRAMES: Final = 15
 TURN_DEG: Final = 12.0
 #: The resting yaw is the median over this many frames before the current one.
 REST_FRAMES: Final = 8
+
+#: A prompted turn (`prompted_turn`) is deliberate: it starts REACTION_S after the prompt
+#: (human reaction to a shown or spoken instruction), it is fast: the yaw moves by
+#: PROMPTED_TURN_DEG within PROMPTED_TURN_S (about 47 degrees a second as FaceMesh reads
+#: it, some 70 of real rotation at its gain of about 0.65: a head turned on request
+#: turns in 0.3-0.6 s), and it comes back by half of how far it went within RETURN_S.
+#: On the training renders (5-celebrity train photos, 60 replayed videos, 60 answering
+#: visitors) the fastest 0.3 s of a recorded head looking around, over whole tracks, was
+#: below 14 degrees on 113 of 120 track-sides (its 95th percentile: 14.2); the answers'
+#: fastest 0.3 s (starting 0.3-2 s after the prompt) was 14 or more in 56 of 59 (median 21).
+REACTION_S: Final = (0.3, 2.0)
+PROMPTED_TURN_DEG: Final = 14.0
+PROMPTED_TURN_S: Final = 0.3
+RETURN_S: Final = 2.0
 
 TURN_LEFT: Final = "turn_left"
 TURN_RIGHT: Final = "turn_right"
@@ -156,6 +173,61 @@ class ActionDetector:
                 self._turned = None  # back (or past the rest the other way): turn over
         if self._turned is None:
             self._yaws.append(yaw)
+
+
+@dataclass(frozen=True)
+class TurnAnswer:
+    """The first deliberate head turn after a prompt: which way, when it got
+    PROMPTED_TURN_DEG from where it started, and when it came back (None: not yet, and it
+    still may)."""
+
+    action: str
+    at: float
+    back_at: float | None
+
+
+def prompted_turn(samples: Sequence[tuple[float, float]], prompt_at: float) -> TurnAnswer | None:
+    """The first deliberate turn in a track's (time, signed yaw) samples after a prompt
+    shown at `prompt_at`, or None while there is none. Yaws are smoothed by a running
+    median of three (a single mis-fitted mesh is not a turn). A turn starts at a sample
+    inside the reaction window, reaches PROMPTED_TURN_DEG from it within PROMPTED_TURN_S
+    and comes back by half of how far it went within RETURN_S; the first such turn,
+    either way, is the answer (a wrong one too). A fast movement that does not come back
+    (someone who was looking aside turning to face the display) is no answer either
+    way. A recording of a head looking around rarely moves that fast, and then must also
+    have moved in the prompted direction, in the window, and come back."""
+    finite = [(t, y) for t, y in samples if math.isfinite(y) and t >= prompt_at]
+    times = [t for t, _ in finite]
+    raw = [y for _, y in finite]
+    yaws = [_median(deque(raw[max(0, i - 1) : i + 2])) for i in range(len(raw))]
+    first, last = prompt_at + REACTION_S[0], prompt_at + REACTION_S[1]
+    # The newest sample has no median yet (its next neighbour is still to come).
+    for end in range(len(times) - 1):
+        t_end = times[end]
+        starts = [
+            k for k in range(end)
+            if first <= times[k] <= last and t_end - times[k] <= PROMPTED_TURN_S + 1e-6
+        ]  # fmt: skip
+        for side in (1.0, -1.0):
+            if not starts:
+                break
+            start = min(starts, key=lambda k: side * yaws[k])
+            moved = side * (yaws[end] - yaws[start])
+            if moved < PROMPTED_TURN_DEG:
+                continue
+            action = TURN_LEFT if side > 0 else TURN_RIGHT
+            peak = moved
+            for t, y in zip(times[end + 1 : -1], yaws[end + 1 : -1], strict=True):
+                if t - t_end > RETURN_S + 1e-6:
+                    break
+                away = side * (y - yaws[start])
+                peak = max(peak, away)
+                if away <= peak / 2:
+                    return TurnAnswer(action, t_end, t)
+            else:
+                if times[-1] - t_end <= RETURN_S + 1e-6:
+                    return TurnAnswer(action, t_end, None)  # it may still come back
+    return None
 
 
 def _upper_quartile(values: list[float]) -> float:
