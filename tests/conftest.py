@@ -18,8 +18,8 @@ CELEB = MODELS / "data" / "5-celebrity"
 
 
 #: The slowest files first (about 10 s and more each, CPU or waiting): `make test` hands
-#: whole files to its two workers in collection order, so a long file collected last would
-#: keep one worker busy while the other has nothing left (longest first balances them).
+#: whole files to its workers in collection order, so a long file collected last would
+#: keep one worker busy while the others have nothing left (longest first balances them).
 #: The rest follow in the usual order. Only the order changes: every test still runs.
 SLOW_FILES_FIRST: Final = (
     "test_hardening_config.py", "test_daemon.py", "test_walkup.py", "test_enroll.py",
