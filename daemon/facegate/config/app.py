@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from facegate.config.fleet import FleetConfig
-from facegate.config.loader import first_duplicate, located_error
+from facegate.config.loader import located_error, require_unique
 from facegate.config.mqtt import MqttConfig, SigningAlgorithm
 from facegate.config.outputs import (
     AUDIT_FILE_NAME,
@@ -478,12 +478,8 @@ class FacegateConfig(BaseModel):
     @field_validator("cameras")
     @classmethod
     def _unique_doors(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
-        duplicate = first_duplicate([camera.door for camera in cameras])
-        if duplicate is not None:
-            index, first = duplicate
-            raise located_error(
-                (index, "door"), f"door id is already used by cameras[{first}]", cameras[index].door
-            )
+        doors = [camera.door for camera in cameras]
+        require_unique(doors, "door", lambda first: f"door id is already used by cameras[{first}]")
         return cameras
 
     @model_validator(mode="before")

@@ -40,9 +40,9 @@ from pydantic import (
 from facegate.config.loader import (
     LineMap,
     anchor_path,
-    first_duplicate,
     located_error,
     nearest_line,
+    require_unique,
 )
 from facegate.errors import BadInputError
 from facegate.files import IMAGE_SUFFIXES
@@ -356,23 +356,15 @@ class EnrollmentConfig(BaseModel):
     @field_validator("people")
     @classmethod
     def _unique_ids(cls, people: list[Person]) -> list[Person]:
-        duplicate = first_duplicate([person.id for person in people])
-        if duplicate is not None:
-            index, first = duplicate
-            raise located_error(
-                (index, "id"), f"duplicate person id (also people[{first}])", people[index].id
-            )
+        ids = [person.id for person in people]
+        require_unique(ids, "id", lambda first: f"duplicate person id (also people[{first}])")
         return people
 
     @field_validator("blocked")
     @classmethod
     def _unique_blocked_ids(cls, blocked: list[BlockedPerson]) -> list[BlockedPerson]:
-        duplicate = first_duplicate([entry.id for entry in blocked])
-        if duplicate is not None:
-            index, first = duplicate
-            raise located_error(
-                (index, "id"), f"duplicate blocked id (also blocked[{first}])", blocked[index].id
-            )
+        ids = [entry.id for entry in blocked]
+        require_unique(ids, "id", lambda first: f"duplicate blocked id (also blocked[{first}])")
         return blocked
 
     @model_validator(mode="after")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
@@ -158,14 +158,14 @@ def located_error(at: Loc, message: str, got: object) -> PydanticCustomError:
     return PydanticCustomError("facegate", safe, {AT_KEY: at, GOT_KEY: got})
 
 
-def first_duplicate(keys: Sequence[str]) -> tuple[int, int] | None:
-    """(index of the first repeated key, index where it was first given), or None."""
+def require_unique(keys: Sequence[str], key: str, message: Callable[[int], str]) -> None:
+    """Refuse the first repeated key, pointing at `(its index, key)`; `message` gets the
+    index where it was first given."""
     first: dict[str, int] = {}
-    for index, key in enumerate(keys):
-        if key in first:
-            return index, first[key]
-        first[key] = index
-    return None
+    for index, value in enumerate(keys):
+        if value in first:
+            raise located_error((index, key), message(first[value]), value)
+        first[value] = index
 
 
 def read_text(path: Path) -> str:
