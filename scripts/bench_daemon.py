@@ -60,7 +60,7 @@ from paho.mqtt.properties import Properties
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 from broker import MosquittoBroker, free_port  # noqa: E402
-from rss_breakdown import status_kb  # noqa: E402
+from rss_breakdown import status_kb, wait_log  # noqa: E402
 from scenes import (  # noqa: E402
     empty_frame,
     fit,
@@ -170,15 +170,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
-
-
-def wait_log(log: Path, pattern: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if re.search(pattern, log.read_text(errors="replace")):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{pattern!r} not in {log}")
 
 
 def measure_latency(
@@ -362,7 +353,7 @@ def running_daemon(
         )
     try:
         # After the first frame the daemon gives back what start-up alone needed.
-        wait_log(log, "memory after start", 60)
+        wait_log(log, "memory after start", daemon, 60)
         yield daemon
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(30)
