@@ -109,7 +109,8 @@ def vm_rss_kb() -> int:
 
 
 def after_start() -> None:
-    """Start-up (or a reload) is over: give back what it alone needed, log the effect."""
+    """Start-up is over (the first frame was processed): give back what it alone needed,
+    log the effect."""
     before = vm_rss_kb()
     trim_heap()
     release_file_pages()
