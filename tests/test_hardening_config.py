@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from facegate.cli import main
-from facegate.config import MqttConfig, load_config, load_enrollment, loader
+from facegate.config import MqttConfig, load_config, load_enrollment
 from facegate.config.loader import MAX_DEPTH, MAX_NODES
 from facegate.errors import BadInputError, ConfigError
 from facegate.files import KIB, read_regular_file, read_regular_text
@@ -222,8 +222,7 @@ def test_deep_nesting_is_refused_with_its_line_and_key(
     config.write_text(config.read_text() + f"extra: {DEEP}\n")
     code, err = check_config(config, capsys)
     assert code == 2 and "Traceback" not in err
-    assert f"{config}:10: extra[0][0]" in err
-    assert f"nested more than {MAX_DEPTH} levels deep" in err
+    assert f"{config}:10: extra: nested more than {MAX_DEPTH} levels deep" in err
 
 
 def test_a_whole_file_of_brackets_is_refused(tmp_path: Path) -> None:
@@ -269,24 +268,19 @@ def test_a_merge_key_bomb_is_refused(tmp_path: Path) -> None:
         load_enrollment(enrollment)
 
 
-def test_a_huge_flat_file_stops_at_the_node_limit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_huge_flat_file_stops_at_the_node_limit(tmp_path: Path) -> None:
     # The composer's own count of plain nodes (aliases are counted apart, alias bomb tests).
-    # At a tenth of the limit: reaching the real one means composing 100,000 nodes in pure
-    # Python, 3-6 s of CPU, to prove the same comparison.
-    limit = MAX_NODES // 10
-    monkeypatch.setattr(loader, "MAX_NODES", limit)
+    limit = MAX_NODES
     enrollment = tmp_path / "enrollment.yaml"
     enrollment.write_text("people: [" + "1," * 3 * limit + "1]\n")
     with pytest.raises(ConfigError, match=f"more than {limit} YAML nodes"):
         load_enrollment(enrollment)
     # Exactly at the limit (the root mapping, its key, the list and limit - 3 items) it is
-    # composed: what is wrong with it then is the people, not the size.
-    enrollment.write_text("people: [" + "1," * (limit - 4) + "1]\n")
+    # composed: what is wrong with it then is the unknown key, not the size.
+    enrollment.write_text("unknown: [" + "1," * (limit - 4) + "1]\n")
     with pytest.raises(ConfigError) as caught:
         load_enrollment(enrollment)
-    assert caught.value.field == "people[0]" and "YAML nodes" not in str(caught.value)
+    assert caught.value.field == "unknown" and "YAML nodes" not in str(caught.value)
 
 
 def test_a_file_over_one_mib_is_refused_unread(tmp_path: Path) -> None:
