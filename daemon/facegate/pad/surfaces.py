@@ -182,7 +182,7 @@ def _tps_kernel(a: F64, b: F64) -> F64:
 
     Squared distances by |a|^2 + |b|^2 - 2ab (one matrix product, no (len a, len b, 2)
     temporary): the dense grid against ~580 control points took 1.6 CPU-s a photo."""
-    d2 = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2.0 * (a @ b.T)
+    d2: F64 = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2.0 * (a @ b.T)
     np.maximum(d2, 0.0, out=d2)
     log = np.zeros_like(d2)
     np.log(d2, out=log, where=d2 > 0.0)  # r -> 0: r^2 log r -> 0
@@ -198,7 +198,6 @@ def _thin_plate(points: F64 | F32, values: F64 | F32, shape: tuple[int, int]) ->
     scale = float(np.ptp(p, axis=0).max()) or 1.0
     q = (p - p.mean(axis=0)) / scale
     n = len(q)
-
     system = np.zeros((n + 3, n + 3))
     system[:n, :n] = _tps_kernel(q, q) + 1e-4 * np.eye(n)
     system[:n, n] = 1
@@ -212,9 +211,8 @@ def _thin_plate(points: F64 | F32, values: F64 | F32, shape: tuple[int, int]) ->
     gy, gx = np.mgrid[0:gh, 0:gw]
     grid = np.column_stack([(gx.ravel() + 0.5) * w / gw, (gy.ravel() + 0.5) * h / gh])
     g = (grid - p.mean(axis=0)) / scale
-    coarse = np.concatenate(
-        [_tps_kernel(rows, q) @ coef[:n] for rows in np.array_split(g, max(1, len(g) // 4096))]
-    )
+    chunks = np.array_split(g, max(1, len(g) // 4096))
+    coarse: F64 = np.concatenate([_tps_kernel(rows, q) @ coef[:n] for rows in chunks])
     coarse += coef[n] + g @ coef[n + 1 :]
-    resized: F64 = cv2.resize(coarse.reshape(gh, gw), (w, h), interpolation=cv2.INTER_CUBIC)
-    return resized
+    resized = cv2.resize(coarse.reshape(gh, gw), (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.asarray(resized, dtype=np.float64)
