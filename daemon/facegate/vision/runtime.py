@@ -70,7 +70,7 @@ def load_interpreter(path: Path, threads: int) -> Any:
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"{path}: not a loadable TFLite model ({exc})") from exc
     logger.info("loaded %s with %s (%d threads)", path.name, name, threads)
-    if delegation_report(interpreter).fully_delegated:
+    if _fully_delegated(interpreter):
         released = release_file_pages(path)
         logger.debug("%s: %.1f MB of the mapped model file released", path.name, released / 2**20)
     return interpreter
@@ -166,23 +166,38 @@ class DelegationReport:
 
 
 def delegation_report(interpreter: Any) -> DelegationReport:
-    """What XNNPACK took of an allocated interpreter's graph.
+    """What XNNPACK took of an allocated interpreter's graph, with its tensor types."""
+    partitions, undelegated = _partitions(interpreter)
+    types = frozenset(np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details())
+    return DelegationReport(partitions, undelegated, types)
+
+
+def _fully_delegated(interpreter: Any) -> bool:
+    partitions, undelegated = _partitions(interpreter)
+    return partitions == 1 and not undelegated
+
+
+def _partitions(interpreter: Any) -> tuple[int, tuple[str, ...]]:
+    """The number of XNNPACK partitions and the op names of nodes outside them.
 
     The Python API has no execution plan, so this reads the node list (the original nodes
-    plus one DELEGATE node per partition; `_get_ops_details` is TFLite's own, if
-    underscored, accessor): a node runs outside the delegate exactly when a partition
-    consumes its output or a graph output comes from it."""
-    ops = interpreter._get_ops_details()
-    partitions = [op for op in ops if op["op_name"] == "DELEGATE"]
-    inside_in = {int(t) for op in partitions for t in op["inputs"]}
-    inside_out = {int(t) for op in partitions for t in op["outputs"]}
+    plus one DELEGATE node per partition) from the wrapper's node accessors, which TFLite's
+    own underscored `_get_ops_details` uses too (that one also fetches every tensor's
+    details: 10x slower, 80 ms of each engine load): a node runs outside the delegate
+    exactly when a partition consumes its output or a graph output comes from it."""
+    raw = interpreter._interpreter
+    nodes = [
+        (raw.NodeName(i), raw.NodeInputs(i), raw.NodeOutputs(i)) for i in range(raw.NumNodes())
+    ]
+    partitions = [(inputs, outputs) for name, inputs, outputs in nodes if name == "DELEGATE"]
+    inside_in = {int(t) for inputs, _ in partitions for t in inputs}
+    inside_out = {int(t) for _, outputs in partitions for t in outputs}
     graph_out = {int(d["index"]) for d in interpreter.get_output_details()}
     undelegated = tuple(
-        op["op_name"]
-        for op in ops
-        if op["op_name"] != "DELEGATE"
+        name
+        for name, _, outputs in nodes
+        if name != "DELEGATE"
         and any(int(t) in inside_in or (int(t) in graph_out and int(t) not in inside_out)
-                for t in op["outputs"])
+                for t in outputs)
     )  # fmt: skip
-    types = frozenset(np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details())
-    return DelegationReport(len(partitions), undelegated, types)
+    return len(partitions), undelegated
