@@ -5,21 +5,25 @@ Every bad input must exit 2 naming the image and leave the gallery byte-identica
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from facegate.cli import main
-from facegate.enroll import enroll
+from facegate.enroll import PhotoEncoder, enroll
 from facegate.errors import BadInputError, ConfigError, ManyFacesError, NoFaceError
 from facegate.gallery import Gallery
 from facegate.imageio import load_image
-from facegate.vision.engine import FaceEngine
+from facegate.vision.engine import EmbedderKind, FaceEngine
 from facegate.vision.quality import QualityGate
 from facegate.vision.types import FaceEncoding, ImageArray
 
@@ -53,19 +57,45 @@ class CleanImage:
     face_px: float
 
 
+@dataclass(frozen=True)
+class CleanPhotos:
+    """One person's train images that hold exactly one usable face: the first ones in sorted
+    order (as many as the tests take) and the last one."""
+
+    first: list[CleanImage]
+    last: CleanImage
+
+    def __getitem__(self, index: int) -> CleanImage:
+        return self.first[index]
+
+
+def _clean_image(engine: FaceEngine, path: Path) -> CleanImage | None:
+    try:
+        face = engine.encode_one(load_image(path), path)
+    except BadInputError:
+        return None
+    return CleanImage(path, face.quality.face_px)
+
+
 @pytest.fixture(scope="session")
-def clean(engine: FaceEngine, celeb_dir: Path) -> dict[str, list[CleanImage]]:
-    """Train images holding exactly one usable face, per person (the set has a few that
-    do not: group photos, tiny faces)."""
-    found: dict[str, list[CleanImage]] = {}
-    for person_dir in sorted((celeb_dir / "train").iterdir()):
-        found[person_dir.name] = []
-        for path in sorted(person_dir.glob("*.jpg")):
-            try:
-                face = engine.encode_one(load_image(path), path)
-            except BadInputError:
-                continue
-            found[person_dir.name].append(CleanImage(path, face.quality.face_px))
+def clean(engine: FaceEngine, celeb_dir: Path) -> dict[str, CleanPhotos]:
+    """Per person, train images holding exactly one usable face (the set has a few that do
+    not: group photos, tiny faces). Only the first PER_PERSON + 1 and the last such image
+    are looked for (the tests use no other): 28 images embedded instead of all 93."""
+    found: dict[str, CleanPhotos] = {}
+    for person in PEOPLE:
+        paths = sorted((celeb_dir / "train" / person).glob("*.jpg"))
+        first: list[CleanImage] = []
+        for path in paths:
+            if len(first) == PER_PERSON + 1:
+                break
+            if (image := _clean_image(engine, path)) is not None:
+                first.append(image)
+        last = next(
+            image for path in reversed(paths) if (image := _clean_image(engine, path)) is not None
+        )
+        assert len(first) == PER_PERSON + 1, person
+        found[person] = CleanPhotos(first, last)
     return found
 
 
@@ -88,11 +118,11 @@ class Site:
         return {p.name: p.read_bytes() for p in sorted(self.gallery.parent.iterdir())}
 
 
-def new_site(root: Path, clean: dict[str, list[CleanImage]]) -> Site:
+def new_site(root: Path, clean: dict[str, CleanPhotos]) -> Site:
     for person in PEOPLE:
         folder = root / "imgs" / person
         folder.mkdir(parents=True)
-        for image in clean[person][:PER_PERSON]:
+        for image in clean[person].first[:PER_PERSON]:
             shutil.copy(image.path, folder / image.path.name)
     (root / "var").mkdir()
     result = Site(root, root / "enrollment.yaml", root / "var" / "gallery.fgg")
@@ -101,23 +131,100 @@ def new_site(root: Path, clean: dict[str, list[CleanImage]]) -> Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path, clean: dict[str, list[CleanImage]]) -> Site:
+def site(tmp_path: Path, clean: dict[str, CleanPhotos]) -> Site:
     """PER_PERSON clean images per person copied into imgs/<person>/, all enrolled."""
     return new_site(tmp_path, clean)
 
 
+def shared_load(engine: FaceEngine, models_dir: Path) -> Callable[..., FaceEngine]:
+    """FaceEngine.load that returns `engine`, already loaded, when called with exactly its
+    arguments (models folder, int8, 2 threads, the default gate); any other arguments load
+    for real. The CLI loads an engine at every in-process call that embeds (0.1-0.2 CPU-s)."""
+    real_load = FaceEngine.load
+
+    def load(
+        folder: Path, embedder: EmbedderKind = "int8", threads: int = 2, *args: Any, **kw: Any
+    ) -> FaceEngine:
+        if (Path(folder).resolve(), embedder, threads, args, kw) == (
+            models_dir.resolve(), "int8", 2, (), {}
+        ):  # fmt: skip
+            return engine
+        return real_load(folder, embedder, threads, *args, **kw)
+
+    return load
+
+
+@pytest.fixture(autouse=True)
+def share_the_engine(engine: FaceEngine, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FaceEngine, "load", shared_load(engine, models_dir))
+
+
+def copy_site(site: Site, root: Path) -> Site:
+    """A copy of a prepared site (images are keyed by their bytes: the same gallery)."""
+    shutil.copytree(site.root, root)
+    return Site(root, root / site.enrollment.name, root / "var" / site.gallery.name)
+
+
+@dataclass
+class CliSite:
+    """A site enrolled once by `facegate enroll` (16 images embedded) and what it printed,
+    then what `facegate enroll --json` printed right after (nothing left to do)."""
+
+    site: Site
+    table: str
+    json: str
+
+
+@pytest.fixture(scope="module")
+def cli_site(
+    tmp_path_factory: pytest.TempPathFactory,
+    clean: dict[str, CleanPhotos],
+    models_dir: Path,
+    engine: FaceEngine,
+) -> CliSite:
+    """Built once; tests that need an enrolled site but do not check the enrolling take a
+    copy instead of enrolling again."""
+    site = new_site(tmp_path_factory.mktemp("cli"), clean)
+    table, report = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(FaceEngine, "load", shared_load(engine, models_dir))
+        with contextlib.redirect_stdout(table):
+            assert run_cli(site, models_dir) == 0
+        with contextlib.redirect_stdout(report):
+            assert run_cli(site, models_dir, "--json") == 0
+    return CliSite(site, table.getvalue(), report.getvalue())
+
+
+@pytest.fixture(scope="module")
+def engine_site(
+    tmp_path_factory: pytest.TempPathFactory, clean: dict[str, CleanPhotos], engine: FaceEngine
+) -> Site:
+    """A site enrolled once through `enroll` with the bare engine (its own gate: the gallery
+    records that measure); tests that start from such a gallery take a copy."""
+    site = new_site(tmp_path_factory.mktemp("engine"), clean)
+    assert enroll(site.enrollment, site.gallery, engine).embedded == 16
+    return site
+
+
 @pytest.fixture(scope="module")
 def grown_site(
-    tmp_path_factory: pytest.TempPathFactory, clean: dict[str, list[CleanImage]], models_dir: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    cli_site: CliSite,
+    models_dir: Path,
+    engine: FaceEngine,
 ) -> Site:
-    """A site enrolled with three people, then all four: a gallery and its .bak. Built once;
-    tests get a copy (images are keyed by their bytes, so the copy is the same gallery)."""
-    site = new_site(tmp_path_factory.mktemp("grown"), clean)
-    site.write({p: [f"imgs/{p}/"] for p in PEOPLE[:3]})
-    assert run_cli(site, models_dir) == 0
-    site.write({p: [f"imgs/{p}/"] for p in PEOPLE})
-    assert run_cli(site, models_dir) == 0  # now a .bak exists too: both must survive
+    """The CLI-enrolled site cut to three people, then all four again: a gallery and its
+    .bak. Built once; tests get a copy (images are keyed by their bytes, so the copy is the
+    same gallery)."""
+    site = copy_site(cli_site.site, tmp_path_factory.mktemp("grown") / "site")
+    with contextlib.redirect_stdout(io.StringIO()), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(FaceEngine, "load", shared_load(engine, models_dir))
+        site.write({p: [f"imgs/{p}/"] for p in PEOPLE[:3]})
+        assert run_cli(site, models_dir) == 0
+        site.write({p: [f"imgs/{p}/"] for p in PEOPLE})
+        assert run_cli(site, models_dir) == 0  # now a .bak exists too: both must survive
     assert "gallery.fgg.bak" in site.snapshot()
+    assert Gallery.load(site.gallery, None).num_embeddings == 16
     return site
 
 
@@ -140,7 +247,7 @@ def run_cli(site: Site, models_dir: Path, *flags: str) -> int:
 
 
 def test_enroll_reuse_change_and_remove(
-    site: Site, engine: FaceEngine, clean: dict[str, list[CleanImage]], celeb_dir: Path
+    site: Site, engine: FaceEngine, clean: dict[str, CleanPhotos], celeb_dir: Path
 ) -> None:
     counting = CountingEngine(engine)
     first = enroll(site.enrollment, site.gallery, counting)
@@ -179,32 +286,33 @@ def test_enroll_reuse_change_and_remove(
     assert "elton_john" not in Gallery.load(site.gallery, engine.fingerprint).person_ids
 
 
-def test_cli_prints_a_table_and_json(
-    site: Site, models_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert run_cli(site, models_dir) == 0
-    table = capsys.readouterr().out
+def test_cli_prints_a_table_and_json(cli_site: CliSite) -> None:
+    """What the module's CLI-enrolled site printed: enrolling, then re-running with --json."""
+    table = cli_site.table
     assert "madonna" in table and "4 people, 16 images embedded" in table
-    assert run_cli(site, models_dir, "--json") == 0
-    report = json.loads(capsys.readouterr().out)
+    report = json.loads(cli_site.json)
     assert (report["embedded"], report["reused"], report["enrolled"]) == (0, 16, 4)
     assert (report["changed"], report["written"]) == (False, False)
-    assert site.gallery.stat().st_mode & 0o777 == 0o600
+    assert cli_site.site.gallery.stat().st_mode & 0o777 == 0o600
 
 
-def test_check_writes_nothing(site: Site, models_dir: Path) -> None:
+def test_check_writes_nothing(
+    site: Site, cli_site: CliSite, tmp_path: Path, models_dir: Path
+) -> None:
     assert run_cli(site, models_dir, "--check") == 0
     assert not site.gallery.exists()
-    assert run_cli(site, models_dir) == 0
+    site = copy_site(cli_site.site, tmp_path / "enrolled")  # the same site, enrolled
     before = site.snapshot()
     site.write({p: [f"imgs/{p}/"] for p in PEOPLE[:2]})
     assert run_cli(site, models_dir, "--check") == 0
     assert site.snapshot() == before
 
 
-def test_gallery_of_another_model_is_re_embedded(site: Site, engine: FaceEngine) -> None:
+def test_gallery_of_another_model_is_re_embedded(
+    engine_site: Site, tmp_path: Path, engine: FaceEngine
+) -> None:
+    site = copy_site(engine_site, tmp_path / "site")
     counting = CountingEngine(engine)
-    enroll(site.enrollment, site.gallery, counting)
     old = Gallery.load(site.gallery, engine.fingerprint)
     other = Gallery.build(
         fingerprint="f" * 64,
@@ -228,33 +336,33 @@ def test_corrupt_gallery_is_rebuilt(site: Site, engine: FaceEngine) -> None:
 # --- bad input: exit 2, the image and field named, the gallery untouched ---------------------
 
 
-def _non_image(site: Site, clean: dict[str, list[CleanImage]]) -> Path:
+def _non_image(site: Site, clean: dict[str, CleanPhotos]) -> Path:
     path = site.root / "bad" / "notes.jpg"
     path.write_text("this is not a photo\n")
     return path
 
 
-def _truncated_jpeg(site: Site, clean: dict[str, list[CleanImage]]) -> Path:
+def _truncated_jpeg(site: Site, clean: dict[str, CleanPhotos]) -> Path:
     path = site.root / "bad" / "truncated.jpg"
-    path.write_bytes(clean["madonna"][-1].path.read_bytes()[:3000])
+    path.write_bytes(clean["madonna"].last.path.read_bytes()[:3000])
     return path
 
 
-def _grey(site: Site, clean: dict[str, list[CleanImage]]) -> Path:
+def _grey(site: Site, clean: dict[str, CleanPhotos]) -> Path:
     path = site.root / "bad" / "grey.png"
     Image.new("RGB", (320, 240), (128, 128, 128)).save(path)
     return path
 
 
-def _landscape_crop(site: Site, clean: dict[str, list[CleanImage]]) -> Path:
+def _landscape_crop(site: Site, clean: dict[str, CleanPhotos]) -> Path:
     """The top strip of a portrait: hair and background, no face."""
     path = site.root / "bad" / "strip.jpg"
-    with Image.open(clean["elton_john"][-1].path) as img:
+    with Image.open(clean["elton_john"].last.path) as img:
         img.crop((0, 0, img.width, max(40, img.height // 8))).save(path)
     return path
 
 
-def _two_faces(site: Site, clean: dict[str, list[CleanImage]]) -> Path:
+def _two_faces(site: Site, clean: dict[str, CleanPhotos]) -> Path:
     path = site.root / "bad" / "two.jpg"
     with Image.open(clean["ben_afflek"][0].path) as a, Image.open(clean["madonna"][0].path) as b:
         a, b = (im.convert("RGB").resize((400, 400 * im.height // im.width)) for im in (a, b))
@@ -265,7 +373,7 @@ def _two_faces(site: Site, clean: dict[str, list[CleanImage]]) -> Path:
     return path
 
 
-def _tiny_face(site: Site, clean: dict[str, list[CleanImage]]) -> Path:
+def _tiny_face(site: Site, clean: dict[str, CleanPhotos]) -> Path:
     """The whole photo scaled down: the detector still sees the face, at ~25 px."""
     image = clean["jerry_seinfeld"][0]
     path = site.root / "bad" / "tiny.jpg"
@@ -292,7 +400,7 @@ def test_bad_image_changes_nothing(
     tmp_path: Path,
     models_dir: Path,
     engine: FaceEngine,
-    clean: dict[str, list[CleanImage]],
+    clean: dict[str, CleanPhotos],
     capsys: pytest.CaptureFixture[str],
     make: object,
     error: type[BadInputError],
@@ -314,8 +422,8 @@ def test_bad_image_changes_nothing(
     message = capsys.readouterr().err
     assert bad.name in message and "people[3].images" in message and says in message, message
     assert site.snapshot() == before
-    with pytest.raises(error):
-        enroll(site.enrollment, site.gallery, engine)
+    with pytest.raises(error):  # the photo gate, as the CLI: the 16 good images are reused
+        enroll(site.enrollment, site.gallery, PhotoEncoder(engine))
     assert site.snapshot() == before
 
     assert run_cli(site, models_dir, "--skip-bad", "--json") == 0
@@ -335,14 +443,15 @@ def test_bad_image_changes_nothing(
     ids=["unknown-key", "missing-image", "same-image-two-people"],
 )
 def test_bad_enrollment_changes_nothing(
-    site: Site,
+    cli_site: CliSite,
+    tmp_path: Path,
     models_dir: Path,
     capsys: pytest.CaptureFixture[str],
     yaml_extra: str,
     images: str | None,
     says: str,
 ) -> None:
-    assert run_cli(site, models_dir) == 0
+    site = copy_site(cli_site.site, tmp_path / "site")  # enrolled
     before = site.snapshot()
     people = {p: [f"imgs/{p}/"] for p in PEOPLE}
     if images:
@@ -390,9 +499,15 @@ def test_cli_config_gives_paths_models_and_quality_gate(
     assert "too small" in capsys.readouterr().err and not site.gallery.exists()
     assert main(["enroll", "--config", str(write_config(40))]) == 0
     assert Gallery.load(site.gallery, None).num_embeddings == 16
+    # --gallery overrides the config's gallery: a copy of it, cut to three people, is
+    # written (the 12 images are reused, nothing embedded) and the config's one is kept.
     other = site.root / "var" / "other.fgg"
+    shutil.copy(site.gallery, other)
+    site.write({p: [f"imgs/{p}/"] for p in PEOPLE[:3]})
     assert main(["enroll", "--config", str(write_config(40)), "--gallery", str(other)]) == 0
     assert other.exists()
+    assert Gallery.load(other, None).person_ids == PEOPLE[:3]
+    assert Gallery.load(site.gallery, None).num_embeddings == 16
 
 
 def test_cli_without_paths_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
@@ -400,8 +515,10 @@ def test_cli_without_paths_is_bad_input(capsys: pytest.CaptureFixture[str]) -> N
     assert "--enrollment" in capsys.readouterr().err
 
 
-def test_stricter_gate_re_checks_reused_images(site: Site, engine: FaceEngine) -> None:
-    enroll(site.enrollment, site.gallery, engine)
+def test_stricter_gate_re_checks_reused_images(
+    engine_site: Site, tmp_path: Path, engine: FaceEngine
+) -> None:
+    site = copy_site(engine_site, tmp_path / "site")  # enrolled with the engine's gate
     before = site.snapshot()
     counting = CountingEngine(engine)
     default_gate = engine.gate
@@ -414,10 +531,12 @@ def test_stricter_gate_re_checks_reused_images(site: Site, engine: FaceEngine) -
     assert counting.calls == 1 and site.snapshot() == before
 
 
-def test_daemon_mode_keeps_a_resident_whose_photos_vanish(site: Site, engine: FaceEngine) -> None:
+def test_daemon_mode_keeps_a_resident_whose_photos_vanish(
+    engine_site: Site, tmp_path: Path, engine: FaceEngine
+) -> None:
     """An unmounted or unreadable photo folder must not lock a resident out (keep_previous),
     while the strict default still refuses and a person removed from the YAML still goes."""
-    enroll(site.enrollment, site.gallery, engine)
+    site = copy_site(engine_site, tmp_path / "site")  # enrolled with the engine's gate
     before = Gallery.load(site.gallery, engine.fingerprint)
     shutil.rmtree(site.root / "imgs" / "madonna")  # the folder is gone for now
     with pytest.raises(BadInputError):
