@@ -8,6 +8,11 @@ CACHE ?= $(HOME)/.cache/facegate
 BUILD_VENV := $(CACHE)/build-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := mosquitto mosquitto-clients python3-venv openssl systemd shellcheck
+# Python's default: compiled modules (and pytest's rewritten test files) are cached in
+# __pycache__. Images that set PYTHONDONTWRITEBYTECODE make every pytest worker rewrite and
+# compile all 55 test files again (6.2 instead of 2.4 CPU-s each) and every daemon or CLI
+# process the tests start compile facegate again (about 0.15 CPU-s each).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install apt-deps models test lint demo bench bench-daemon pi-wheels ha-check clean
 
@@ -42,10 +47,11 @@ models: apt-deps $(BUILD_VENV)/.installed
 # cameras at 10 fps), so with two workers the CPU sat idle about a third of the time; a third
 # worker fills it (parallel part 124 s against 155 s here, 199 against 209 CPU-s). One test file
 # per worker keeps module fixtures (a daemon, a broker) whole. Tests that assert timing
-# (marked `serial`) run afterwards, alone; only the files that mark any are collected again.
+# (marked `serial`) run afterwards, two at a time (one per core, nothing else running); only
+# the files that mark any are collected again.
 test: install models lint
 	$(BIN)/pytest -q -n 3 --dist loadfile -m "not serial"
-	$(BIN)/pytest -q -m serial $$(grep -l 'mark\.serial' tests/test_*.py)
+	$(BIN)/pytest -q -n 2 --dist loadfile -m serial $$(grep -l 'mark\.serial' tests/test_*.py)
 
 lint: install
 	$(BIN)/ruff check daemon scripts tests
