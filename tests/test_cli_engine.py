@@ -1,5 +1,10 @@
 """`facegate verify | identify | evaluate` as a user runs them, real images: through the CLI
-entry point in-process, and one test as a real subprocess."""
+entry point in-process, and one test as a real subprocess.
+
+In-process calls share the session's engine (FaceEngine.load with its exact arguments
+returns it: 0.1-0.2 CPU-s a call), and tests whose subject is the probe image match it
+against a gallery of the same references (`--gallery`, enrolled once per module) instead of
+embedding the references again at every call; `--refs` keeps its own tests."""
 
 from __future__ import annotations
 
@@ -17,9 +22,12 @@ from PIL import Image
 
 from conftest import CELEB, REPO, celeb_image
 from facegate.cli import main
+from facegate.enroll import PhotoEncoder, enroll
 from facegate.errors import BadInputError
+from facegate.gallery import Gallery
 from facegate.imageio import load_image
 from facegate.vision.engine import FaceEngine
+from test_enroll import shared_load
 
 PEOPLE = ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling")
 
@@ -70,6 +78,27 @@ def refs(tmp_path_factory: pytest.TempPathFactory, engine: FaceEngine) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def share_the_engine(engine: FaceEngine, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FaceEngine, "load", shared_load(engine, models_dir))
+
+
+@pytest.fixture(scope="module")
+def gallery(refs: Path, engine: FaceEngine) -> Path:
+    """The same references enrolled once into a gallery file (as `facegate enroll` does:
+    the photo gate), for tests whose subject is the probe, not the references."""
+    enrollment = refs.parent / "refs-enrollment.yaml"
+    lines = ["people:"]
+    for person in PEOPLE[:4]:
+        lines.append(f"  - {{id: {person}, images: ['{refs / person}/'], doors: ['*']}}")
+    lines.append(f"  - {{id: mindy, images: ['{refs / 'mindy.jpg'}'], doors: ['*']}}")
+    enrollment.write_text("\n".join(lines) + "\n")
+    path = refs.parent / "refs.fgg"
+    assert enroll(enrollment, path, PhotoEncoder(engine)).embedded == 13
+    assert Gallery.load(path, engine.fingerprint).person_ids == (*PEOPLE[:4], "mindy")
+    return path
+
+
 def assert_clean_error(result: subprocess.CompletedProcess[str], path: Path, words: str) -> None:
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -110,13 +139,13 @@ def test_identify_known_single_file_reference_and_stranger(refs: Path, tmp_path:
     assert face["identity"] is None and face["match"] is False
 
 
-def test_identify_two_faces_gives_two_results(refs: Path, tmp_path: Path) -> None:
+def test_identify_two_faces_gives_two_results(gallery: Path, tmp_path: Path) -> None:
     both = Image.new("RGB", (640, 400), (120, 120, 120))
     both.paste(Image.open(celeb_image("madonna")).convert("RGB").resize((300, 380)), (10, 10))
     both.paste(Image.open(celeb_image("elton_john")).convert("RGB").resize((300, 380)), (330, 10))
     path = tmp_path / "two.png"
     both.save(path)
-    result = facegate("identify", path, "--refs", refs, "--json")
+    result = facegate("identify", path, "--gallery", gallery, "--json")
     assert result.returncode == 0, result.stderr
     names = sorted(str(f["identity"]) for f in json.loads(result.stdout)["faces"])
     assert names == ["elton_john", "madonna"]
@@ -147,13 +176,14 @@ def _variants(tmp_path: Path) -> dict[str, Path]:
     return out
 
 
-def test_real_world_image_formats_are_recognised(refs: Path, tmp_path: Path) -> None:
+def test_real_world_image_formats_are_recognised(gallery: Path, tmp_path: Path) -> None:
     original = facegate(
-        "verify", celeb_image("madonna", index=2), "--as", "madonna", "--refs", refs, "--json"
-    )
+        "verify", celeb_image("madonna", index=2), "--as", "madonna", "--gallery", gallery,
+        "--json",
+    )  # fmt: skip
     baseline = json.loads(original.stdout)["distance"]
     for name, path in _variants(tmp_path).items():
-        result = facegate("verify", path, "--as", "madonna", "--refs", refs, "--json")
+        result = facegate("verify", path, "--as", "madonna", "--gallery", gallery, "--json")
         assert result.returncode == 0, (name, result.stdout, result.stderr)
         # The same face, however it was stored: nearly the same embedding.
         assert abs(json.loads(result.stdout)["distance"] - baseline) < 0.15, name
@@ -169,7 +199,9 @@ def test_real_world_image_formats_are_recognised(refs: Path, tmp_path: Path) -> 
         ("missing.jpg", "not found"),
     ],
 )
-def test_bad_probe_images_fail_clearly(refs: Path, tmp_path: Path, name: str, words: str) -> None:
+def test_bad_probe_images_fail_clearly(
+    gallery: Path, tmp_path: Path, name: str, words: str
+) -> None:
     path = tmp_path / name
     if name == "tiny.png":
         Image.open(celeb_image("madonna")).convert("RGB").resize((20, 24)).save(path)
@@ -181,7 +213,7 @@ def test_bad_probe_images_fail_clearly(refs: Path, tmp_path: Path, name: str, wo
         path.write_bytes(data[: len(data) // 2])
     elif name == "notes.jpg":
         path.write_text("this is not a picture\n")
-    result = facegate("identify", path, "--refs", refs)
+    result = facegate("identify", path, "--gallery", gallery)
     assert_clean_error(result, path, words)
 
 
