@@ -7,6 +7,8 @@ embedder and landmark model are counted, not replaced."""
 
 from __future__ import annotations
 
+import functools
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Self
@@ -77,8 +79,14 @@ def counted(
     return embedder, landmarker
 
 
-def site(root: Path, engine: FaceEngine, **recognition: object) -> Recognition:
+def site(
+    root: Path, engine: FaceEngine, gallery: Path | None = None, **recognition: object
+) -> Recognition:
+    """A door site of the two residents; `gallery`: a gallery of them to start from (its
+    embeddings are reused by image hash, as a re-run of `facegate enroll` would)."""
     root.mkdir()
+    if gallery is not None:
+        shutil.copy2(gallery, root / "gallery.fgg")
     write_key(root / "hmac.key")
     write_enrollment(root / "enrollment.yaml", {RESIDENT: ["front"], OTHER: ["front"]})
     (root / "journal").mkdir()
@@ -95,15 +103,22 @@ def gallery_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def no_cooldown(gallery_root: Path, engine: FaceEngine) -> Recognition:
-    """Liveness off and no cooldown: a resident standing in view is granted again and again,
-    so every frame could decide (the hardest case for reusing a face)."""
-    return site(gallery_root / "no-cooldown", engine, liveness="off", cooldown_s=0.0)
+def gallery(gallery_root: Path, engine: FaceEngine) -> Path:
+    """The residents' photos embedded once for the module: every site below starts from
+    this gallery (the same enrollment.yaml, so each reuses all of its embeddings)."""
+    return site(gallery_root / "enrolled", engine, liveness="off").config.gallery
 
 
 @pytest.fixture(scope="module")
-def door_defaults(gallery_root: Path, engine: FaceEngine) -> Recognition:
-    return site(gallery_root / "defaults", engine, liveness="off", cooldown_s=10.0)
+def no_cooldown(gallery_root: Path, engine: FaceEngine, gallery: Path) -> Recognition:
+    """Liveness off and no cooldown: a resident standing in view is granted again and again,
+    so every frame could decide (the hardest case for reusing a face)."""
+    return site(gallery_root / "no-cooldown", engine, gallery, liveness="off", cooldown_s=0.0)
+
+
+@pytest.fixture(scope="module")
+def door_defaults(gallery_root: Path, engine: FaceEngine, gallery: Path) -> Recognition:
+    return site(gallery_root / "defaults", engine, gallery, liveness="off", cooldown_s=10.0)
 
 
 class Door:
@@ -120,11 +135,15 @@ class Door:
 
 
 def rgb(bgr: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))  # a fresh array, channels swapped
 
 
+@functools.cache
 def visitor(person: str) -> np.ndarray:
-    return rgb(fit(photo(person)))
+    """`person`'s photo as the camera frame (read-only: one array serves every test)."""
+    frame = rgb(fit(photo(person)))
+    frame.flags.writeable = False
+    return frame
 
 
 def granted(results: Sequence[StepResult]) -> list[Decision]:
@@ -283,18 +302,27 @@ def live_source(engine: FaceEngine) -> FaceSource:
 
 
 @pytest.fixture(scope="module")
-def passive(gallery_root: Path, engine: FaceEngine) -> Recognition:
-    return site(gallery_root / "passive", engine, liveness="passive", min_face_px=40)
+def live(live_source: FaceSource) -> list[np.ndarray]:
+    """The resident walking up (rendered once for the module's tests; read-only, so no
+    test can change what the next one sees)."""
+    frames = render("live_moving", live_source, 100008).frames
+    for frame in frames:
+        frame.flags.writeable = False
+    return frames
+
+
+@pytest.fixture(scope="module")
+def passive(gallery_root: Path, engine: FaceEngine, gallery: Path) -> Recognition:
+    return site(gallery_root / "passive", engine, gallery, liveness="passive", min_face_px=40)
 
 
 def test_liveness_reads_landmarks_until_its_verdict_then_nothing(
     engine: FaceEngine,
     passive: Recognition,
     counted: tuple[CountingEmbedder, CountingLandmarker],
-    live_source: FaceSource,
+    live: list[np.ndarray],
 ) -> None:
     embedder, landmarker = counted
-    live = render("live_moving", live_source, 100008).frames
     door = Door(engine, passive)
     walked = list(door.feed(live))
     assert [d.person for d in granted(walked)] == [RESIDENT]  # judged live, let in
@@ -321,13 +349,12 @@ def test_a_live_track_that_shows_someone_else_proves_liveness_again(
     engine: FaceEngine,
     passive: Recognition,
     counted: tuple[CountingEmbedder, CountingLandmarker],
-    live_source: FaceSource,
+    live: list[np.ndarray],
 ) -> None:
     """A resident judged live, then another resident's still photo held up in the same
     place. Tracks split on a jump in the embedding; a lookalike may not jump that far, so
     here the track never splits (the hardest case): the verdict on the live face must not
     carry over to the photo."""
-    live = render("live_moving", live_source, 100008).frames
     door = Door(engine, passive)
     door.pipe._tracker = FaceTracker(max_embedding_jump=2.0)  # one track, whoever it shows
     walked = list(door.feed(live))
