@@ -27,7 +27,6 @@ from facegate.pipeline import DoorPipeline, Recognition
 from facegate.policy import DoorPolicy
 from facegate.service import load_recognition
 from facegate.vision.engine import FaceEngine
-from facegate.vision.quality import QualityGate
 from facegate.vision.types import ImageArray
 from scenes import CELEB, fit, photo, write_config, write_key
 from test_policy import FakeClock, policy, run, seen
@@ -51,9 +50,8 @@ def blend(engine: FaceEngine, base: Path, other: Path, share: float = BLEND) -> 
     """`other`'s face, aligned by the eyes, blended into `base`'s face outline: a person who
     resembles the person in `base` (hair, head and background stay theirs)."""
     a, b = frame_of(base), frame_of(other)
-    loose = QualityGate(min_face_px=20, min_sharpness=0, max_yaw_deg=90)
-    face_a, face_b = engine.encode(a, loose)[0].landmarks, engine.encode(b, loose)[0].landmarks
-    assert face_a is not None and face_b is not None
+    # The largest face's landmarks, as engine.encode places them (no gate, no embedding).
+    face_a, face_b = (engine.landmarker.locate(f, engine.detect(f)[0]) for f in (a, b))
     eyes_a = np.array([face_a.right_eye, face_a.left_eye], np.float32)
     eyes_b = np.array([face_b.right_eye, face_b.left_eye], np.float32)
     transform, _ = cv2.estimateAffinePartial2D(eyes_b, eyes_a)
@@ -61,8 +59,13 @@ def blend(engine: FaceEngine, base: Path, other: Path, share: float = BLEND) -> 
     outline = cv2.convexHull(face_a.mesh[:, :2].astype(np.int32))
     mask = np.zeros(a.shape[:2], np.float32)
     cv2.fillConvexPoly(mask, outline, 1.0)
-    weight = cv2.GaussianBlur(mask, (0, 0), 6)[..., None] * share
-    return np.ascontiguousarray((a * (1 - weight) + moved * weight).astype(np.uint8))
+    weight = cv2.GaussianBlur(mask, (0, 0), 6) * share
+    # Mixed only where the weight is not exactly 0 (the face, blurred): elsewhere `a` as is.
+    rows, cols = np.flatnonzero(weight.any(axis=1)), np.flatnonzero(weight.any(axis=0))
+    box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    mixed, inside = a.copy(), weight[box][..., None]
+    mixed[box] = (a[box] * (1 - inside) + moved[box] * inside).astype(np.uint8)
+    return mixed
 
 
 def lookalike_frames(engine: FaceEngine, split: str, count: int) -> list[ImageArray]:
