@@ -106,7 +106,8 @@ def device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Device]:
     write_folder(site / "camera", face(RESIDENT))
     config = write_config(
         site / "facegate.yaml", port=broker.port, recognition=FAST,
-        cameras=[{"door": DOOR, "source": "camera/", "fps": 10, "loop": True}],
+        # 5 fps: three frames agree in 0.6 s, inside the 1 s cooldown and unknown interval.
+        cameras=[{"door": DOOR, "source": "camera/", "fps": 5, "loop": True}],
         signing={"algorithm": "ed25519", "key_file": "unlock.key"},
     )  # fmt: skip
     with config.open("a") as text:

@@ -22,7 +22,17 @@ from typing import Final
 import pytest
 
 from broker import MosquittoBroker
-from door_site import DOOR, FAST, RESIDENT, WAIT_S, Daemon, Received, Subscriber, face
+from door_site import (
+    DOOR,
+    FAST,
+    RESIDENT,
+    WAIT_S,
+    Daemon,
+    Received,
+    Subscriber,
+    enrolled_gallery,
+    face,
+)
 from facegate.keys import KeyType, PrivateKey, load_public_key
 from facegate.mqtt import UnlockVerifier
 from scenes import write_config, write_enrollment, write_folder, write_unlock_key
@@ -55,9 +65,12 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
         (root / "garage.key").write_text(garage_key.to_file_text())
         (root / "garage.key").chmod(0o600)
         (root / "journal").mkdir()
-        write_enrollment(root / "enrollment.yaml", {RESIDENT: [DOOR, GARAGE]})
+        people = {RESIDENT: [DOOR, GARAGE]}
+        write_enrollment(root / "enrollment.yaml", people)
+        shutil.copy(enrolled_gallery(people), root / "gallery.fgg")  # an installed door's
         write_folder(root / "camera", face(RESIDENT))
-        camera = {"source": "camera/", "fps": 10, "loop": True}
+        # 5 fps: three frames agree in 0.6 s; the unlocks come one cooldown (1 s) apart.
+        camera = {"source": "camera/", "fps": 5, "loop": True}
         config = write_config(
             root / "facegate.yaml", port=broker.port, recognition=FAST,
             cameras=[{"door": DOOR, **camera},
