@@ -96,8 +96,9 @@ def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
 
 
 def _flat_photo(size: tuple[int, int]) -> Image.Image:
-    """A large image that encodes fast and small: a gradient."""
-    return Image.linear_gradient("L").resize(size).convert("RGB")
+    """A large image that encodes fast and small: a gradient (256 steps scaled up nearest-
+    neighbour: 8000x6000 is made in 0.1 CPU-s, was 0.4-0.5 with a bicubic resize)."""
+    return Image.linear_gradient("L").convert("RGB").resize(size, Image.Resampling.NEAREST)
 
 
 def _refusal(path: Path, **options: int | None) -> tuple[str, float]:
