@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from facegate.cli import main
-from facegate.enroll import PhotoEncoder, enroll
+from facegate.enroll import EnrollReport, PhotoEncoder, enroll
 from facegate.errors import BadInputError, ConfigError, ManyFacesError, NoFaceError
 from facegate.gallery import Gallery
 from facegate.imageio import load_image
@@ -195,15 +195,24 @@ def cli_site(
     return CliSite(site, table.getvalue(), report.getvalue())
 
 
+@dataclass
+class EngineSite:
+    """A site enrolled through `enroll` with the bare engine over a corrupt gallery file
+    (rebuilt from the images), and the report of that enrollment."""
+
+    site: Site
+    report: EnrollReport
+
+
 @pytest.fixture(scope="module")
 def engine_site(
     tmp_path_factory: pytest.TempPathFactory, clean: dict[str, CleanPhotos], engine: FaceEngine
-) -> Site:
-    """A site enrolled once through `enroll` with the bare engine (its own gate: the gallery
-    records that measure); tests that start from such a gallery take a copy."""
+) -> EngineSite:
+    """Built once (its gallery records the engine's own gate's measure): the corrupt-gallery
+    test checks its report, the tests that start from such a gallery take a copy."""
     site = new_site(tmp_path_factory.mktemp("engine"), clean)
-    assert enroll(site.enrollment, site.gallery, engine).embedded == 16
-    return site
+    site.gallery.write_bytes(b"not a gallery")
+    return EngineSite(site, enroll(site.enrollment, site.gallery, engine))
 
 
 @pytest.fixture(scope="module")
@@ -309,9 +318,9 @@ def test_check_writes_nothing(
 
 
 def test_gallery_of_another_model_is_re_embedded(
-    engine_site: Site, tmp_path: Path, engine: FaceEngine
+    engine_site: EngineSite, tmp_path: Path, engine: FaceEngine
 ) -> None:
-    site = copy_site(engine_site, tmp_path / "site")
+    site = copy_site(engine_site.site, tmp_path / "site")
     counting = CountingEngine(engine)
     old = Gallery.load(site.gallery, engine.fingerprint)
     other = Gallery.build(
@@ -326,11 +335,11 @@ def test_gallery_of_another_model_is_re_embedded(
     assert Gallery.load(site.gallery, engine.fingerprint).num_embeddings == 16
 
 
-def test_corrupt_gallery_is_rebuilt(site: Site, engine: FaceEngine) -> None:
-    site.gallery.write_bytes(b"not a gallery")
-    report = enroll(site.enrollment, site.gallery, engine)
+def test_corrupt_gallery_is_rebuilt(engine_site: EngineSite, engine: FaceEngine) -> None:
+    """The module's engine-enrolled site was enrolled over b"not a gallery"."""
+    report = engine_site.report
     assert report.embedded == 16 and any("unusable" in w for w in report.warnings)
-    Gallery.load(site.gallery, engine.fingerprint)
+    Gallery.load(engine_site.site.gallery, engine.fingerprint)
 
 
 # --- bad input: exit 2, the image and field named, the gallery untouched ---------------------
@@ -516,9 +525,9 @@ def test_cli_without_paths_is_bad_input(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_stricter_gate_re_checks_reused_images(
-    engine_site: Site, tmp_path: Path, engine: FaceEngine
+    engine_site: EngineSite, tmp_path: Path, engine: FaceEngine
 ) -> None:
-    site = copy_site(engine_site, tmp_path / "site")  # enrolled with the engine's gate
+    site = copy_site(engine_site.site, tmp_path / "site")  # enrolled with the engine's gate
     before = site.snapshot()
     counting = CountingEngine(engine)
     default_gate = engine.gate
@@ -532,11 +541,11 @@ def test_stricter_gate_re_checks_reused_images(
 
 
 def test_daemon_mode_keeps_a_resident_whose_photos_vanish(
-    engine_site: Site, tmp_path: Path, engine: FaceEngine
+    engine_site: EngineSite, tmp_path: Path, engine: FaceEngine
 ) -> None:
     """An unmounted or unreadable photo folder must not lock a resident out (keep_previous),
     while the strict default still refuses and a person removed from the YAML still goes."""
-    site = copy_site(engine_site, tmp_path / "site")  # enrolled with the engine's gate
+    site = copy_site(engine_site.site, tmp_path / "site")  # enrolled with the engine's gate
     before = Gallery.load(site.gallery, engine.fingerprint)
     shutil.rmtree(site.root / "imgs" / "madonna")  # the folder is gone for now
     with pytest.raises(BadInputError):
