@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from broker import MosquittoBroker
-from door_site import Daemon, Subscriber, make_site
+from door_site import Daemon, Subscriber, enrolled_gallery, make_site
 from facegate.cli import main
 from facegate.config import load_config
 from facegate.decisions import Decision, ReasonCode
@@ -51,12 +53,18 @@ class Clock:
 
 
 def rgb(bgr: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    """The RGB frame (read-only: a visit shows the same array frame after frame, and no
+    step may change what the next one sees)."""
+    frame = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    frame.flags.writeable = False
+    return frame
 
 
-@pytest.fixture
-def site(tmp_path: Path, engine: FaceEngine) -> tuple[Path, Recognition]:
-    root = tmp_path / "site"
+@pytest.fixture(scope="module")
+def enrolled_site(tmp_path_factory: pytest.TempPathFactory, engine: FaceEngine) -> Path:
+    """The site with the resident enrolled: the gallery door_site builds once per test
+    process (the daemon test's site copies the same one), brought up to date here."""
+    root = tmp_path_factory.mktemp("review") / "site"
     (root / "journal").mkdir(parents=True)
     (root / "hmac.key").write_text("00" * 32 + "\n")
     write_enrollment(root / "enrollment.yaml", {RESIDENT: ["front"]})
@@ -65,6 +73,15 @@ def site(tmp_path: Path, engine: FaceEngine) -> tuple[Path, Recognition]:
     )
     with config.open("a") as handle:
         handle.write("review: {enabled: true, retention_days: 30, max_faces: 100}\n")
+    shutil.copy(enrolled_gallery({RESIDENT: ["front"]}), root / "gallery.fgg")
+    assert RESIDENT in load_recognition(load_config(config), engine).matcher
+    return root
+
+
+@pytest.fixture
+def site(tmp_path: Path, enrolled_site: Path, engine: FaceEngine) -> tuple[Path, Recognition]:
+    """A fresh copy of the enrolled site (its gallery up to date: no photo embedded again)."""
+    config = shutil.copytree(enrolled_site, tmp_path / "site") / "facegate.yaml"
     return config, load_recognition(load_config(config), engine)
 
 
@@ -86,8 +103,9 @@ class Door:
         """Someone in view for `frames` frames, then the empty hallway until the track ends."""
         self.day = day
         out = []
+        face, hallway = rgb(frame), rgb(empty_frame())
         for index in range(frames + 30):
-            image = rgb(frame if index < frames else empty_frame())
+            image = face if index < frames else hallway
             result = self.pipe.step(image, self.clock.now + day * DAY_S)
             self.collector.frame("front", image, result, self.state)
             out += result.decisions
@@ -125,9 +143,9 @@ def test_a_track_decided_as_anything_but_unknown_is_never_kept(
     it: simulated with a denial naming the stranger's track."""
     _, state = site
     door = Door(engine, state)
-    frame = rgb(fit(photo("madonna", "val", 0)))
+    frame, hallway = rgb(fit(photo("madonna", "val", 0))), rgb(empty_frame())
     for index in range(40):
-        image = frame if index < 8 else rgb(empty_frame())
+        image = frame if index < 8 else hallway
         result = door.pipe.step(image, door.clock.now)
         if result.track_ids and index == 4:
             attack = Decision("denied", "front", None, 1.0, 0.0, 3, ReasonCode.BLOCKED, "attack",
