@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from facegate.evaluation import Sample, embed_samples, pair_distances, scan_data
 from facegate.imageio import load_image
 from facegate.matching import Matcher, triplet_loss
 from facegate.vision.engine import FaceEngine, pipeline_fingerprint
+from facegate.vision.quality import Gate
+from facegate.vision.types import FaceEncoding, ImageArray
 
 PEOPLE = ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling")
 
@@ -22,10 +25,30 @@ Embedded = tuple[list[Sample], np.ndarray, list[tuple[str, str]]]
 
 
 @pytest.fixture(scope="module")
-def embedded(engine: FaceEngine, celeb_dir: Path) -> Embedded:
+def embedded_pass(
+    engine: FaceEngine, celeb_dir: Path
+) -> tuple[Embedded, dict[Path, list[FaceEncoding]]]:
     """Every photo of the data set through the int8 engine once (facegate evaluate's path):
-    the tests below take the split or the people they need from it."""
-    return embed_samples(engine, scan_dataset(celeb_dir))
+    the tests below take the split or the people they need from it. The engine.encode result
+    of each photo (every face found, as embed_samples' encode_one saw it) is kept too."""
+    samples = scan_dataset(celeb_dir)
+    faces: list[list[FaceEncoding]] = []
+    encode = engine.encode
+
+    def recording(image: ImageArray, gate: Gate | None = None, plan: Any = None) -> Any:
+        faces.append(encode(image, gate, plan))
+        return faces[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "encode", recording)
+        result = embed_samples(engine, samples)
+    assert len(faces) == len(samples)  # one engine.encode per photo, in order
+    return result, {s.path.resolve(): f for s, f in zip(samples, faces, strict=True)}
+
+
+@pytest.fixture(scope="module")
+def embedded(embedded_pass: tuple[Embedded, dict[Path, list[FaceEncoding]]]) -> Embedded:
+    return embedded_pass[0]
 
 
 def subset(embedded: Embedded, keep: Callable[[Sample], bool]) -> tuple[list[Sample], np.ndarray]:
@@ -116,23 +139,27 @@ def float_engine_one_thread(models_dir: Path) -> FaceEngine:
 
 
 def test_int8_agrees_with_float32(
-    engine: FaceEngine, float_engine_one_thread: FaceEngine, celeb_dir: Path
+    embedded_pass: tuple[Embedded, dict[Path, list[FaceEncoding]]],
+    float_engine_one_thread: FaceEngine,
+    celeb_dir: Path,
 ) -> None:
     """Same aligned faces through both embedders: cosine mean >= 0.995, min >= 0.99.
 
     Every other photo of each person (train and val alike): 59 of the 118, all five people.
+    The int8 side is the module's pass over the data set (engine.encode: every detection,
+    then encode_detection of each), not a second run of the same int8 models.
     """
     float_engine = float_engine_one_thread
+    _, int8_faces = embedded_pass
     cosines = []
     people = set()
     photos = [p for d in sorted(celeb_dir.glob("*/*")) for p in sorted(d.glob("*.jpg"))[::2]]
     for path in photos:
-        image = load_image(path)
-        faces = engine.detect(image)
+        faces = int8_faces[path.resolve()]
         if len(faces) != 1:
             continue
-        a = engine.encode_detection(image, faces[0]).embedding
-        b = float_engine.encode_detection(image, faces[0]).embedding
+        a = faces[0].embedding
+        b = float_engine.encode_detection(load_image(path), faces[0].detection).embedding
         if a is not None and b is not None:
             cosines.append(float(a @ b))
             people.add(path.parent.name)
