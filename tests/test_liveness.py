@@ -22,7 +22,7 @@ from facegate.vision.liveness import OffLiveness, PassiveLiveness
 from facegate.vision.liveness.actions import signed_yaw
 from facegate.vision.liveness.structure import PairEvidence, analyse
 from facegate.vision.liveness.texture import PointPair, fit_homography
-from facegate.vision.types import LivenessEvidence
+from facegate.vision.types import FaceEncoding, LivenessEvidence
 
 PAD = Path(__file__).resolve().parent / "data" / "pad"
 TRAIN = Path(__file__).resolve().parent.parent / "models" / "data" / "5-celebrity" / "train"
@@ -146,24 +146,46 @@ def rendered(sources: dict[str, FaceSource]) -> Callable[[str, str, int], list[n
     return frames
 
 
+Encoded = Callable[[str, str, int], list[list[FaceEncoding]]]
+
+
+@pytest.fixture(scope="module")
+def encoded(engine: FaceEngine, rendered: Callable[[str, str, int], list[np.ndarray]]) -> Encoded:
+    """Each rendered sequence's faces, frame by frame, encoded once for the module (the
+    engine is stateless: a frame always encodes the same)."""
+    cache: dict[tuple[str, str, int], list[list[FaceEncoding]]] = {}
+
+    def faces(kind: str, name: str, seed: int) -> list[list[FaceEncoding]]:
+        key = (kind, name, seed)
+        if key not in cache:
+            cache[key] = [engine.encode(frame) for frame in rendered(kind, name, seed)]
+        return cache[key]
+
+    return faces
+
+
 def watch(
-    engine: FaceEngine, frames: Sequence[np.ndarray], stage: PassiveLiveness | None = None
+    engine: FaceEngine,
+    frames: Sequence[np.ndarray],
+    stage: PassiveLiveness | None = None,
+    encoded: Sequence[list[FaceEncoding]] | None = None,
 ) -> list[LivenessEvidence]:
-    """The evidence on the frames' (one) face track, frame by frame."""
+    """The evidence on the frames' (one) face track, frame by frame (`encoded`: the
+    frames' faces, if already encoded)."""
     stage = stage or PassiveLiveness()
     tracker = FaceTracker()
     seen = []
-    for frame in frames:
-        faces = engine.encode(frame)
+    for index, frame in enumerate(frames):
+        faces = engine.encode(frame) if encoded is None else encoded[index]
         tracks = tracker.update([TrackedFace(f.detection.box, f.embedding) for f in faces])
         seen += [stage.observe(t, f, frame) for f, t in zip(faces, tracks, strict=True)]
     return seen
 
 
 def test_a_print_waved_at_the_camera_is_an_attack_and_never_live(
-    engine: FaceEngine, rendered: Callable[[str, str, int], list[np.ndarray]]
+    engine: FaceEngine, rendered: Callable[[str, str, int], list[np.ndarray]], encoded: Encoded
 ) -> None:
-    evidence = watch(engine, rendered("print", "ben", 2))
+    evidence = watch(engine, rendered("print", "ben", 2), encoded=encoded("print", "ben", 2))
     assert not any(e.live for e in evidence)
     attack = next(e for e in evidence if e.live is False)
     assert attack.method == "passive" and attack.score == 0.0
@@ -172,10 +194,10 @@ def test_a_print_waved_at_the_camera_is_an_attack_and_never_live(
 
 
 def test_a_live_head_walking_up_is_live_within_a_second(
-    engine: FaceEngine, rendered: Callable[[str, str, int], list[np.ndarray]]
+    engine: FaceEngine, rendered: Callable[[str, str, int], list[np.ndarray]], encoded: Encoded
 ) -> None:
     frames = rendered("live_moving", "jerry", 100008)
-    evidence = watch(engine, frames)
+    evidence = watch(engine, frames, encoded=encoded("live_moving", "jerry", 100008))
     assert not any(e.live is False for e in evidence)
     verdicts = [e.live for e in evidence]
     assert True in verdicts
@@ -194,11 +216,11 @@ def test_a_person_standing_still_is_undecided_never_an_attack(
 
 
 def test_tracks_are_kept_apart_and_forgotten(
-    engine: FaceEngine, rendered: Callable[[str, str, int], list[np.ndarray]]
+    rendered: Callable[[str, str, int], list[np.ndarray]], encoded: Encoded
 ) -> None:
     frames = rendered("live_moving", "jerry", 100008)
     stage = PassiveLiveness()
-    faces = [engine.encode(frame) for frame in frames]
+    faces = encoded("live_moving", "jerry", 100008)
     for frame, found in zip(frames, faces, strict=True):
         for face in found:
             stage.observe(1, face, frame)
