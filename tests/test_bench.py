@@ -21,7 +21,6 @@ from facegate.bench_stages import FRAME_SIZE, STAGES, run_stages, summarise
 from facegate.imageio import load_image
 from facegate.vision.engine import FaceEngine
 from facegate.vision.runtime import runtime_name
-from test_enroll import shared_load
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +59,8 @@ def test_every_stage_is_timed(stage_run: dict[str, Any]) -> None:
 
 
 def test_accuracy_counts_only_images_every_system_enrolls(
-    models_dir: Path, celeb_dir: Path, engine: FaceEngine, monkeypatch: pytest.MonkeyPatch
+    models_dir: Path, celeb_dir: Path
 ) -> None:
-    # facegate_embeddings loads the session engine's exact arguments: it gets that engine.
-    monkeypatch.setattr(FaceEngine, "load", shared_load(engine, models_dir))
     dataset = celeb_dir.resolve()
     int8 = facegate_embeddings(models_dir, dataset, "int8")
     enrolled = sorted(p for p, v in int8.items() if "embedding" in v)
