@@ -11,6 +11,7 @@ import pytest
 from broker import MosquittoBroker
 from door_site import Daemon, Subscriber
 from facegate.vision.engine import FaceEngine
+from shared_engine import shared_load
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
@@ -57,6 +58,12 @@ def engine(models_dir: Path) -> FaceEngine:
 @pytest.fixture(scope="session")
 def float_engine(models_dir: Path) -> FaceEngine:
     return FaceEngine.load(models_dir, "float32")
+
+
+@pytest.fixture
+def share_the_engine(engine: FaceEngine, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process CLI calls get the session engine instead of loading their own."""
+    monkeypatch.setattr(FaceEngine, "load", shared_load(engine, models_dir))
 
 
 def celeb_image(person: str, split: str = "val", index: int = 0) -> Path:

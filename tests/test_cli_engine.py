@@ -27,7 +27,6 @@ from facegate.errors import BadInputError
 from facegate.gallery import Gallery
 from facegate.imageio import load_image
 from facegate.vision.engine import FaceEngine
-from test_enroll import shared_load
 
 PEOPLE = ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling")
 
@@ -79,8 +78,8 @@ def refs(tmp_path_factory: pytest.TempPathFactory, engine: FaceEngine) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def share_the_engine(engine: FaceEngine, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(FaceEngine, "load", shared_load(engine, models_dir))
+def _share_the_engine(share_the_engine: None) -> None:
+    pass
 
 
 @pytest.fixture(scope="module")

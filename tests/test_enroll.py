@@ -9,10 +9,8 @@ import contextlib
 import io
 import json
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -23,9 +21,10 @@ from facegate.enroll import EnrollReport, PhotoEncoder, enroll
 from facegate.errors import BadInputError, ConfigError, ManyFacesError, NoFaceError
 from facegate.gallery import Gallery
 from facegate.imageio import load_image
-from facegate.vision.engine import EmbedderKind, FaceEngine
+from facegate.vision.engine import FaceEngine
 from facegate.vision.quality import QualityGate
 from facegate.vision.types import FaceEncoding, ImageArray
+from shared_engine import shared_load
 
 PEOPLE = ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna")
 PER_PERSON = 4
@@ -136,27 +135,9 @@ def site(tmp_path: Path, clean: dict[str, CleanPhotos]) -> Site:
     return new_site(tmp_path, clean)
 
 
-def shared_load(engine: FaceEngine, models_dir: Path) -> Callable[..., FaceEngine]:
-    """FaceEngine.load that returns `engine`, already loaded, when called with exactly its
-    arguments (models folder, int8, 2 threads, the default gate); any other arguments load
-    for real. The CLI loads an engine at every in-process call that embeds (0.1-0.2 CPU-s)."""
-    real_load = FaceEngine.load
-
-    def load(
-        folder: Path, embedder: EmbedderKind = "int8", threads: int = 2, *args: Any, **kw: Any
-    ) -> FaceEngine:
-        if (Path(folder).resolve(), embedder, threads, args, kw) == (
-            models_dir.resolve(), "int8", 2, (), {}
-        ):  # fmt: skip
-            return engine
-        return real_load(folder, embedder, threads, *args, **kw)
-
-    return load
-
-
 @pytest.fixture(autouse=True)
-def share_the_engine(engine: FaceEngine, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(FaceEngine, "load", shared_load(engine, models_dir))
+def _share_the_engine(share_the_engine: None) -> None:
+    pass
 
 
 def copy_site(site: Site, root: Path) -> Site:
