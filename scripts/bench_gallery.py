@@ -189,7 +189,7 @@ def truth_matrix(labels: list[str], ids: list[str]) -> npt.NDArray[np.bool_]:
     return np.array([[identity == label for identity in ids] for label in labels])
 
 
-def accuracy(dist: FloatArray, truth: FloatArray) -> dict[str, float]:
+def accuracy(dist: FloatArray, truth: npt.NDArray[np.bool_]) -> dict[str, float]:
     """Verification (every probe x identity pair) and 1:K identification at THRESHOLD."""
     genuine, impostor = dist[truth], dist[~truth]
     zero_fa = float(impostor.min())  # accept strictly below the closest impostor

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,10 +61,13 @@ def photos() -> list[Photo]:
 
 
 def enroll_all(
-    engine: FaceEngine, images: list[tuple[Photo, ImageArray | None]], gate: PhotoGate | QualityGate
+    engine: FaceEngine,
+    images: Sequence[tuple[Photo, ImageArray | None]],
+    gate: PhotoGate | QualityGate,
 ) -> tuple[list[Enrolled], dict[str, int]]:
     """Who enrolls under `gate`, and why the others did not (refusal counts)."""
-    enrolled, refused = [], {}
+    enrolled: list[Enrolled] = []
+    refused: dict[str, int] = {}
     for photo, image in images:
         try:
             if image is None:

@@ -48,7 +48,7 @@ CALIBRATION_FACES = 120
 
 def fetch_source(spec: dict[str, Any], cache: Path) -> Path:
     """The pinned source archive, downloaded once with pip and checked by sha256."""
-    target = cache / "sources" / spec["file"]
+    target: Path = cache / "sources" / spec["file"]
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
