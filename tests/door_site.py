@@ -135,7 +135,8 @@ class Subscriber:
 
     def _on_message(self, client: Client, userdata: object, message: MQTTMessage) -> None:
         expiry = getattr(message.properties, "MessageExpiryInterval", None)
-        received = Received(message.topic, message.payload, message.retain, expiry, time.time())
+        payload = bytes(message.payload)  # paho types it bytes | bytearray
+        received = Received(message.topic, payload, message.retain, expiry, time.time())
         with self._cond:
             self.messages.append(received)
             self._cond.notify_all()

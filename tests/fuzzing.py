@@ -39,7 +39,7 @@ Spawn = Callable[[random.Random, list[T]], T]
 def fuzz_batches(
     strategy: st.SearchStrategy[T],
     runs: int,
-    check: Callable[[T], None],
+    check: Callable[[T], object],
     spawn: Spawn[T],
     *,
     examples: Sequence[T] = (),

@@ -15,6 +15,7 @@ from typing import Final
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 REPO: Final = Path(__file__).resolve().parent.parent
 CELEB: Final = REPO / "models" / "data" / "5-celebrity"
@@ -23,7 +24,7 @@ FRAME_W: Final = 640
 FRAME_H: Final = 480
 HALLWAY_GREY: Final = 60
 
-BGRImage = np.ndarray
+BGRImage = npt.NDArray[np.uint8]
 
 
 def photo(person: str, split: str = "val", index: int = 0) -> Path:
@@ -51,7 +52,7 @@ def fit(image_path: Path) -> BGRImage:
 
 def write_video(path: Path, frames: Iterable[BGRImage], fps: float) -> int:
     """An MJPG .avi of `frames`; returns the number of frames written."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (FRAME_W, FRAME_H))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (FRAME_W, FRAME_H))
     count = 0
     try:
         for frame in frames:
