@@ -54,7 +54,7 @@ def decision(ts: float, kind: str = "granted", person: str | None = "alice", doo
 
 
 def audit_config(tmp_path: Path, **extra: object) -> AuditConfig:
-    return AuditConfig(enabled=True, path=tmp_path / "audit.db", **extra)  # type: ignore[arg-type]
+    return AuditConfig(enabled=True, path=tmp_path / "audit.db", **extra)
 
 
 def test_every_decision_and_claim_is_a_row_and_never_an_embedding(tmp_path: Path) -> None:

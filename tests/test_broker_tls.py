@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -44,7 +45,7 @@ class Conn:
 
     def __init__(self, name: str) -> None:
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{name}", protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2, client_id=f"test-{name}", protocol=mqtt.MQTTv5
         )
         self.connack: queue.Queue[ReasonCode] = queue.Queue()
         self.disconnected = threading.Event()
@@ -120,7 +121,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
 
 
 def _unlock(door: str) -> tuple[str, bytes, Properties]:
-    props = Properties(PacketTypes.PUBLISH)
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: untyped
     props.MessageExpiryInterval = 30
     payload = {"door": door, "person": "alice", "event_id": f"ev-{door}", "seq": 1, "sig": "00"}
     return f"facegate/{door}/unlock", json.dumps(payload).encode(), props

@@ -369,7 +369,10 @@ def test_broker_outage_loses_no_event_and_delivers_no_expired_unlock(
     kinds = {d["kind"] for d in during}
     assert {"granted", "unknown"} <= kinds, f"too few decisions during the outage: {during}"
     during_ids = {d["event_id"] for d in during}
-    received = lambda s: {e["event_id"] for e in s.events()}  # noqa: E731
+
+    def received(s: Subscriber) -> set[str]:
+        return {e["event_id"] for e in s.events()}
+
     sub.wait_for(lambda s: during_ids <= received(s), 20, "every outage event")
     # Stop the daemon (it flushes), then every logged decision must have arrived.
     assert daemon.terminate() == 0

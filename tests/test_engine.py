@@ -187,15 +187,15 @@ def test_triplet_loss_matches_the_seed() -> None:
     # Positive 2 away, negative 1 away: 4 - 1 + 0.2.
     assert triplet_loss(a, a + [0.0, 2.0], a + [1.0, 0.0]) == pytest.approx(3.2)
     # Batch: per-example hinge, then summed.
-    anchors = np.zeros((3, 128))
-    positives = np.zeros((3, 128))
-    negatives = np.zeros((3, 128))
+    anchors = np.zeros((3, 128), np.float32)
+    positives = np.zeros((3, 128), np.float32)
+    negatives = np.zeros((3, 128), np.float32)
     negatives[0, 0] = 1.0  # 0 - 1 + 0.2 -> 0
     positives[1, 0] = 1.0  # 1 - 0 + 0.2 -> 1.2
     assert triplet_loss(anchors, positives, negatives) == pytest.approx(0.0 + 1.2 + 0.2)
     # A well-trained embedding: the loss falls as the negative moves away.
     rng = np.random.default_rng(1)
-    anchor = rng.normal(6, 0.1, (3, 128))
+    anchor = rng.normal(6, 0.1, (3, 128)).astype(np.float32)
     far = triplet_loss(anchor, anchor + 0.01, anchor + 1.0)
     near = triplet_loss(anchor, anchor + 0.01, anchor + 0.02)
     assert far == 0.0 < near

@@ -355,10 +355,12 @@ def _landscape_crop(site: Site, clean: dict[str, CleanPhotos]) -> Path:
 def _two_faces(site: Site, clean: dict[str, CleanPhotos]) -> Path:
     path = site.root / "bad" / "two.jpg"
     with Image.open(clean["ben_afflek"][0].path) as a, Image.open(clean["madonna"][0].path) as b:
-        a, b = (im.convert("RGB").resize((400, 400 * im.height // im.width)) for im in (a, b))
-        canvas = Image.new("RGB", (800, max(a.height, b.height)), (255, 255, 255))
-        canvas.paste(a, (0, 0))
-        canvas.paste(b, (400, 0))
+        left, right = (
+            im.convert("RGB").resize((400, 400 * im.height // im.width)) for im in (a, b)
+        )
+        canvas = Image.new("RGB", (800, max(left.height, right.height)), (255, 255, 255))
+        canvas.paste(left, (0, 0))
+        canvas.paste(right, (400, 0))
         canvas.save(path)
     return path
 

@@ -118,7 +118,10 @@ def test_bundles_in_events_and_acks_out_across_broker_restarts(
         at_central.wait_for(lambda s: applied(s, 2), START_S, "the ack of version 2 at central")
         assert daemon.terminate() == 0  # flushes its journal to the site broker
         logged = {d["event_id"] for d in daemon.decisions()}
-        received = lambda s: {e["event_id"] for e in s.events()}  # noqa: E731
+
+        def received(s: Subscriber) -> set[str]:
+            return {e["event_id"] for e in s.events()}
+
         at_central.wait_for(lambda s: logged <= received(s), WAIT_S * 2, "every event at central")
         kinds = {e["decision"] for e in at_central.events()}
         assert {"granted", "unknown"} <= kinds  # before and after the revocation

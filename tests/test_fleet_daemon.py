@@ -185,7 +185,11 @@ def test_every_bad_bundle_is_refused_with_one_line_and_nothing_changes(device: D
         acks = len(device.acks())
         device.publish_raw(head, chunks, sha)
         device.daemon.wait_log(rf"fleet: bundle refused \({reason}\)", WAIT_S, start=mark)
-        device.sub.wait_for(lambda s, n=acks: len(device.acks()) > n, WAIT_S, f"{reason} ack")
+
+        def acked(s: Subscriber, n: int = acks) -> bool:
+            return len(device.acks()) > n
+
+        device.sub.wait_for(acked, WAIT_S, f"{reason} ack")
         time.sleep(0.3)  # anything else it would do, it does now
         log = device.daemon.log()[mark:]
         assert log.count("fleet: bundle refused") == 1, log

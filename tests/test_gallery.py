@@ -409,7 +409,8 @@ def test_sigkill_during_saves_never_breaks_the_gallery(tmp_path: Path) -> None:
 
 
 def _row(entry: GalleryEntry) -> tuple[object, ...]:
-    return (*astuple(replace(entry, embedding=np.zeros(0)))[:-1], entry.embedding.tobytes())
+    no_embedding = np.zeros(0, np.float32)
+    return (*astuple(replace(entry, embedding=no_embedding))[:-1], entry.embedding.tobytes())
 
 
 def _unit(seed: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import GifImagePlugin, Image, ImageOps
 
 from facegate.decisions import Decision
 from facegate.pad.scene import Camera, Pose, hallway
@@ -87,7 +87,7 @@ def scored(pair: PointPair, iod: float) -> PairEvidence:
 def test_the_least_squares_homography_is_exact_on_a_plane() -> None:
     h = np.array([[1.05, 0.02, 3.0], [-0.01, 0.98, -2.0], [1e-4, -2e-4, 1.0]])
     before = np.random.default_rng(1).uniform(100, 300, (40, 2))
-    after = cv2.perspectiveTransform(before[:, None], h)[:, 0]
+    after = np.asarray(cv2.perspectiveTransform(before[:, None], h)[:, 0], dtype=np.float64)
     found = fit_homography(before, after)
     assert found is not None and np.allclose(found, h, atol=1e-9)
 
@@ -279,6 +279,7 @@ def still(name: str) -> np.ndarray:
 def test_the_real_head_turning_clip_is_never_an_attack(engine: FaceEngine) -> None:
     frames = []
     with Image.open(PAD / "live_head_turns_female.gif") as gif:
+        assert isinstance(gif, GifImagePlugin.GifImageFile)  # for n_frames
         for index in range(gif.n_frames):
             gif.seek(index)
             frames.append(letterboxed(np.asarray(gif.convert("RGB"))))

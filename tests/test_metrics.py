@@ -92,7 +92,8 @@ def test_a_busy_port_is_a_config_error(metrics: DaemonMetrics, engine: FaceEngin
 
 def test_stages_faces_and_decisions_are_counted(metrics: DaemonMetrics, engine: FaceEngine) -> None:
     image = np.ascontiguousarray(fit(photo(RESIDENT))[:, :, ::-1])
-    small = cv2.resize(image, None, fx=0.25, fy=0.25)  # a face ~67 px wide: below 80 px
+    # a face ~67 px wide: below 80 px
+    small = np.asarray(cv2.resize(image, None, fx=0.25, fy=0.25), dtype=np.uint8)
     default_gate, engine.gate = engine.gate, QualityGate(80, 0.004, 30.0)
     try:
         for frame in (image, image, small):

@@ -171,7 +171,7 @@ def test_other_headers_rejected(headers: dict[str, object]) -> None:
     if headers.get("b64") is False:
         token = b".".join([b64(json.dumps({"alg": "EdDSA", **headers}).encode()), b"x", b"y"])
     else:
-        token = signed(claims, **headers)
+        token = signed(claims, ED_KEY, **headers)
     assert reason_of(verifier, token) == "bad_header"
 
 
@@ -283,7 +283,9 @@ def test_missing_claim_rejected(claim: str) -> None:
     ("liveness", "expected"),
     [(None, ("none", None)), ({"method": "blink", "score": 0.93}, ("blink", 0.93))],
 )
-def test_liveness_claim_read(liveness: dict[str, object] | None, expected: tuple[object]) -> None:
+def test_liveness_claim_read(
+    liveness: dict[str, object] | None, expected: tuple[str, float | None]
+) -> None:
     verifier = UnlockVerifier(ED_KEY.public(), "front", clock=FakeClock())
     claims = {**claims_of(unlock()), "liveness": liveness}
     result = verifier.verify(signed(claims, typ=UNLOCK_TYP))

@@ -35,6 +35,13 @@ PEOPLE = ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling
 PROBES_PER_PERSON = 2
 
 
+def imread(path: Path, code: int) -> ImageArray:
+    """The file as cv2.imread decodes it (BGR), converted by `code` (cv2.COLOR_BGR2...)."""
+    bgr = cv2.imread(str(path))
+    assert bgr is not None, f"cv2 cannot read {path}"
+    return np.asarray(cv2.cvtColor(bgr, code), dtype=np.uint8)
+
+
 def photo(person: str, split: str, index: int) -> Path:
     return sorted((CELEB / split / person).glob("*.jpg"))[index]
 
@@ -69,7 +76,7 @@ def test_tight_crops_enroll_at_native_size(database: Path, engine: FaceEngine) -
     (80 px by default) refuses every one."""
     door = QualityGate(min_face_px=80)
     for path in sorted(database.iterdir()):
-        image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        image = imread(path, cv2.COLOR_BGR2RGB)
         face = engine.encode_one(image, path, DEFAULT_PHOTO_GATE)
         assert 30 <= face.quality.face_px <= 70, path
         assert face.quality.face_px * face.quality.sharpness >= 14, path
@@ -95,7 +102,8 @@ def test_one_shot_genuine_accepted_and_no_impostor(
 ) -> None:
     refs = load_references(database, engine)
     assert not refs.skipped and len(refs.matcher) == len(PEOPLE)
-    genuine, impostor = [], []
+    genuine: list[float] = []
+    impostor: list[float] = []
     for person, images in probes.items():
         for image in images:
             embedding = engine.encode_one(image, person, DEFAULT_PHOTO_GATE).embedding
@@ -112,18 +120,19 @@ def test_a_blurred_small_face_is_refused_a_sharp_one_is_not(engine: FaceEngine) 
     sharp = crop(engine, "madonna", "val", 1)
     face = engine.encode_one(sharp, "sharp", DEFAULT_PHOTO_GATE)
     assert face.embedding is not None
-    soft = cv2.GaussianBlur(sharp, (0, 0), 2.0)
+    soft = np.asarray(cv2.GaussianBlur(sharp, (0, 0), 2.0), dtype=np.uint8)
     refused = engine.encode(soft, DEFAULT_PHOTO_GATE)[0]
     assert refused.embedding is None and "too blurred for its size" in refused.quality.reason
 
 
 def test_native_sharpness_follows_blur_not_size(engine: FaceEngine) -> None:
     """The same face at 2 sizes reads about the same; more blur always reads lower."""
-    image = cv2.cvtColor(cv2.imread(str(photo("jerry_seinfeld", "val", 0))), cv2.COLOR_BGR2GRAY)
+    image = imread(photo("jerry_seinfeld", "val", 0), cv2.COLOR_BGR2GRAY)
     full = native_sharpness(image)
-    half = native_sharpness(cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA))
-    assert abs(full - half) < 0.1
-    readings = [native_sharpness(cv2.GaussianBlur(image, (0, 0), s)) for s in (0.5, 1, 2, 3)]
+    half = cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    assert abs(full - native_sharpness(np.asarray(half, dtype=np.uint8))) < 0.1
+    blurred = (cv2.GaussianBlur(image, (0, 0), s) for s in (0.5, 1, 2, 3))
+    readings = [native_sharpness(np.asarray(b, dtype=np.uint8)) for b in blurred]
     assert readings == sorted(readings, reverse=True) and readings[0] < full
     assert native_sharpness(np.full((40, 40), 128, np.uint8)) == 0.0
 

@@ -197,6 +197,6 @@ def test_a_dark_or_backlit_face_is_not_refused_as_blurred(engine: FaceEngine, li
 @pytest.mark.parametrize("sigma", [2.5, 4.0])
 def test_a_blurred_face_is_refused(engine: FaceEngine, sigma: float) -> None:
     image = load_image(celeb_image("jerry_seinfeld"))
-    blurred = cv2.GaussianBlur(image, (0, 0), sigma * image.shape[1] / 400)
+    blurred = np.asarray(cv2.GaussianBlur(image, (0, 0), sigma * image.shape[1] / 400), np.uint8)
     faces = engine.encode(blurred)
     assert faces and faces[0].embedding is None and "blurred" in faces[0].quality.reason

@@ -8,7 +8,7 @@ import math
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import get_args
 
@@ -43,7 +43,7 @@ from facegate.vision.landmarks import (
 )
 from facegate.vision.liveness import OffLiveness
 from facegate.vision.quality import QualityGate
-from facegate.vision.stages import Embedder, FaceDetector, Landmarker, LivenessStage
+from facegate.vision.stages import Embedder, FaceDetector, Landmarker, LivenessStage, Stage
 from facegate.vision.types import (
     Detection,
     FaceEncoding,
@@ -70,7 +70,7 @@ MADONNA_WITH_HAIR_BLOB_INDEX = 18
     ],
 )
 def test_config_offers_exactly_the_registered_types(
-    registry: dict[str, type], kind: type, field: str
+    registry: Mapping[str, type[Stage]], kind: type[Stage], field: str
 ) -> None:
     """config/app.py is a leaf and lists the type names itself: they must stay the keys."""
     assert set(get_args(ModelsConfig.model_fields[field].annotation)) == set(registry)
@@ -248,7 +248,8 @@ def _no_eyes(engine: FaceEngine) -> FaceEncoding:
 
 def _blurred(engine: FaceEngine) -> FaceEncoding:
     image = load_image(celeb_image("jerry_seinfeld"))
-    return engine.encode(cv2.GaussianBlur(image, (0, 0), 4.0 * image.shape[1] / 400))[0]
+    blurred = cv2.GaussianBlur(image, (0, 0), 4.0 * image.shape[1] / 400)
+    return engine.encode(np.asarray(blurred, dtype=np.uint8))[0]
 
 
 def _turned(engine: FaceEngine) -> FaceEncoding:
@@ -341,7 +342,12 @@ def test_vision_knows_nothing_downstream_and_paths_is_a_leaf() -> None:
 def test_config_is_a_leaf() -> None:
     """config reads files and validates; it never imports the pipeline, models or I/O."""
     package = REPO / "daemon" / "facegate"
-    allowed = ("facegate.config", "facegate.errors", "facegate.paths", "facegate.files")
+    allowed: tuple[str, ...] = (
+        "facegate.config",
+        "facegate.errors",
+        "facegate.paths",
+        "facegate.files",
+    )
     allowed += ("facegate.redact",)
     for module in sorted((package / "config").glob("*.py")):
         outside = {n for n in _facegate_imports(module) if not n.startswith(allowed)}

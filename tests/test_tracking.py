@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from facegate.tracking import FaceTracker, TrackedFace, iou
-from facegate.vision.types import l2_normalize
+from facegate.vision.types import FloatArray, l2_normalize
 
 
 def box(x: float, y: float = 100.0, size: float = 100.0) -> tuple[float, float, float, float]:
@@ -17,7 +17,7 @@ def face(x: float, embedding: np.ndarray | None = None) -> TrackedFace:
     return TrackedFace(box(x), embedding)
 
 
-def unit(seed: int) -> np.ndarray:
+def unit(seed: int) -> FloatArray:
     return l2_normalize(np.random.default_rng(seed).normal(size=128).astype(np.float32))
 
 

@@ -42,6 +42,7 @@ from facegate.policy import DoorPolicy
 from facegate.service import load_recognition
 from facegate.vision.engine import FaceEngine
 from facegate.vision.liveness import PassiveLiveness
+from facegate.vision.quality import PhotoGate
 from facegate.vision.types import FaceEncoding
 from facegate.walkup import capture_liveness
 from scenes import empty_frame, fit, photo, write_config, write_enrollment, write_folder
@@ -162,7 +163,9 @@ def test_a_session_keeps_varied_sharp_photos_of_one_face(scene: Path, engine: Fa
     outcome = None
     frames = sorted(scene.iterdir())
     for number, path in enumerate(frames):
-        image = rgb(cv2.imread(str(path)))
+        bgr = cv2.imread(str(path))
+        assert bgr is not None, path
+        image = rgb(bgr)
         outcome = session.feed(image, engine.encode(image), number / 10)
         if isinstance(outcome, Captured):
             break
@@ -170,6 +173,7 @@ def test_a_session_keeps_varied_sharp_photos_of_one_face(scene: Path, engine: Fa
     assert len(outcome.photos) == 8 and outcome.elapsed_s <= 10.0
     for jpeg in outcome.photos:
         decoded = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert decoded is not None
         assert decoded.shape[0] == decoded.shape[1] <= 480  # the face, not the hallway
         assert _problem(engine, gate, jpeg) is None
 
@@ -357,7 +361,7 @@ def test_the_socket_is_0660_and_refuses_other_users(
     assert not path.exists()
 
 
-def photo_gate_default() -> object:
+def photo_gate_default() -> PhotoGate:
     from facegate.vision.quality import DEFAULT_PHOTO_GATE
 
     return DEFAULT_PHOTO_GATE
