@@ -465,7 +465,8 @@ def test_tls_files_are_loaded_as_run_loads_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     certs = generate_certs(tmp_path / "certs", "localhost")
-    locked = ["openssl", "pkey", "-in", certs / "facegate.key", "-out", certs / "locked.key"]
+    locked: list[str | Path] = ["openssl", "pkey", "-in", certs / "facegate.key"]
+    locked += ["-out", certs / "locked.key"]
     subprocess.run([*locked, "-aes256", "-passout", "pass:pw"], check=True, capture_output=True)
     tls = {"ca_file": "certs/ca.crt", "cert_file": "certs/facegate.crt"}
     config = make_site(tmp_path, {"tls": {**tls, "key_file": "certs/facegate.key"}})

@@ -320,9 +320,8 @@ def test_daemon_announces_its_door_and_home_assistant_sees_it_die(
         )
         face_jpeg = sub.on("ha/face")[0].payload
         assert len(face_jpeg) <= 30 * 1024 and face_jpeg[:2] == b"\xff\xd8"
-        assert cv2.imdecode(np.frombuffer(face_jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (
-            160, 160, 3,
-        )  # fmt: skip
+        decoded = cv2.imdecode(np.frombuffer(face_jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert decoded is not None and decoded.shape == (160, 160, 3)
         daemon.kill()  # SIGKILL: no goodbye, only the broker's will
         sub.wait_for(lambda s: bool(s.on("status")) and s.on("status")[-1].json()["state"]
                      == "offline", what="the will on the status topic")  # fmt: skip
