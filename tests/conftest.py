@@ -23,10 +23,11 @@ CELEB = MODELS / "data" / "5-celebrity"
 #: keep one worker busy while the others have nothing left (longest first balances them).
 #: The rest follow in the usual order. Only the order changes: every test still runs.
 SLOW_FILES_FIRST: Final = (
-    "test_hardening_config.py", "test_daemon.py", "test_walkup.py", "test_enroll.py",
+    "test_daemon.py", "test_walkup.py", "test_install_pi.py", "test_hardening_config.py",
     "test_liveness.py", "test_hardening_images.py", "test_hardening_daemon.py",
-    "test_mqtt_broker.py", "test_install_pi.py", "test_liveness_daemon.py", "test_review.py",
-    "test_engine.py", "test_embed_skip.py", "test_fleet_daemon.py", "test_gallery.py",
+    "test_mqtt_broker.py", "test_liveness_daemon.py", "test_fleet_daemon.py",
+    "test_cli_engine.py", "test_engine.py", "test_hardening_mqtt_parsers.py",
+    "test_review.py", "test_embed_skip.py",
 )  # fmt: skip
 
 
