@@ -42,14 +42,18 @@ $(BUILD_VENV)/.installed: scripts/build_requirements.txt
 models: apt-deps $(BUILD_VENV)/.installed
 	$(BUILD_VENV)/bin/python scripts/build_models.py --cache $(CACHE) --out models
 
-# Style and types are part of the test: ruff and mypy --strict run before pytest.
+# Style and types are part of the test: ruff and mypy --strict run before pytest. Meanwhile,
+# on the other core, one collection run leaves pytest's rewritten test modules in
+# __pycache__: otherwise each worker of a fresh clone rewrites all of them (3.2 CPU-s each).
 # Three workers on two cores: many end-to-end tests wait on a broker or a daemon (outages,
 # cameras at 10 fps), so with two workers the CPU sat idle about a third of the time; a third
-# worker fills it (parallel part 124 s against 155 s here, 199 against 209 CPU-s). One test file
-# per worker keeps module fixtures (a daemon, a broker) whole. Tests that assert timing
-# (marked `serial`) run afterwards, two at a time (one per core, nothing else running); only
-# the files that mark any are collected again.
-test: install models lint
+# worker fills it (a fourth measured no faster: 104-110 s against 104 s). One test file per
+# worker keeps module fixtures (a daemon, a broker) whole. Tests that assert timing (marked
+# `serial`) run afterwards, two at a time (one per core, nothing else running); only the
+# files that mark any are collected again.
+test: install models
+	$(BIN)/pytest -q --collect-only -p no:cacheprovider >/dev/null 2>&1 & warm=$$!; \
+	$(MAKE) --no-print-directory lint; status=$$?; wait $$warm; exit $$status
 	$(BIN)/pytest -q -n 3 --dist loadfile -m "not serial"
 	$(BIN)/pytest -q -n 2 --dist loadfile -m serial $$(grep -l 'mark\.serial' tests/test_*.py)
 
