@@ -1,33 +1,30 @@
 """Prove the runtime requirements install on a Raspberry Pi from wheels alone.
 
 Resolves setup.cfg's install_requires for 64-bit Raspberry Pi OS, Bookworm (CPython 3.11)
-and Trixie (CPython 3.13), with `pip install --dry-run --only-binary :all:` and the
-aarch64 platform tags listed explicitly (ai-edge-litert's aarch64 wheels carry
-manylinux_2_27, which pip does not infer from another machine). Only metadata is fetched.
-Exit 0 when every requirement resolves to an aarch64 (or pure-Python) wheel; else 1 with
-pip's reason. Usage: python scripts/check_pi_wheels.py [--python 3.11 --python 3.13]
+and Trixie (CPython 3.13), from wheels only, for glibc 2.36 (Bookworm's; Trixie has 2.41):
+`uv pip compile --only-binary :all: --python-platform aarch64-manylinux_2_36`, which writes
+the wheel each package installs into a PEP 751 lock file. Only metadata is fetched.
+uv rather than `pip install --dry-run`: pip parses every file link of these projects'
+index pages (about 40,000), 4.3 CPU-s per Python version against uv's 0.35; both resolve
+the same 22 packages. Exit 0 when every requirement resolves to an aarch64 (or
+pure-Python) wheel; else 1 with the resolver's reason.
+Usage: python scripts/check_pi_wheels.py [--python 3.11 --python 3.13]
 """
 
 from __future__ import annotations
 
 import argparse
 import configparser
-import json
+import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# Raspberry Pi OS 64-bit: glibc 2.36 (Bookworm) / 2.41 (Trixie); these tags cover both.
-PLATFORMS = (
-    "manylinux_2_34_aarch64",
-    "manylinux_2_28_aarch64",
-    "manylinux_2_27_aarch64",
-    "manylinux_2_17_aarch64",
-    "manylinux2014_aarch64",
-    "linux_aarch64",
-)
+# Raspberry Pi OS 64-bit: glibc 2.36 (Bookworm) / 2.41 (Trixie); wheels for 2.36 serve both.
+PLATFORM = "aarch64-manylinux_2_36"
 
 
 def runtime_requirements() -> list[str]:
@@ -38,24 +35,34 @@ def runtime_requirements() -> list[str]:
     return [line.split(";")[0].strip() for line in lines if line.strip()]
 
 
+def uv_command() -> str:
+    """uv from this venv (`make install` puts it there), else from PATH."""
+    found = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    if found is None:
+        raise SystemExit("uv not found: pip install uv (make install does)")
+    return found
+
+
 def resolve(python: str, requirements: list[str]) -> list[tuple[str, str, str]]:
-    """(name, version, wheel file name) for everything pip would install on the Pi."""
+    """(name, version, wheel file name or "no wheel") for everything the Pi would install."""
     with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
+        lock = Path(tmp) / "pylock.toml"
         command = [
-            sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
-            "--only-binary", ":all:", "--target", str(Path(tmp) / "target"),
-            "--python-version", python, "--implementation", "cp", "--report", str(report),
-            *(arg for tag in PLATFORMS for arg in ("--platform", tag)), *requirements,
+            uv_command(), "pip", "compile", "--quiet", "--only-binary", ":all:",
+            "--python-version", python, "--python-platform", PLATFORM, "-o", str(lock), "-",
         ]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            command, input="\n".join(requirements), capture_output=True, text=True, check=False
+        )
         if done.returncode != 0:
             raise SystemExit(f"Python {python}: no wheel-only install:\n{done.stderr[-3000:]}")
-        installs = json.loads(report.read_text())["install"]
-    return [
-        (i["metadata"]["name"], i["metadata"]["version"], i["download_info"]["url"].rsplit("/")[-1])
-        for i in installs
-    ]
+        packages = tomllib.loads(lock.read_text())["packages"]
+    return [(p["name"], p["version"], _wheel(p.get("wheels", []))) for p in packages]
+
+
+def _wheel(wheels: list[dict[str, str]]) -> str:
+    """The file name of the package's first wheel for the platform; "no wheel" if none."""
+    return wheels[0]["url"].rsplit("/", 1)[-1] if wheels else "no wheel"
 
 
 def main() -> int:
