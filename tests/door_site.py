@@ -313,7 +313,7 @@ def _photo_encoder() -> Any:
     from facegate.enroll import PhotoEncoder
     from facegate.vision.engine import FaceEngine
 
-    return PhotoEncoder(FaceEngine.load(MODELS, "int8"))
+    return PhotoEncoder(FaceEngine.load(MODELS, "int8", threads=1))  # see conftest's engine
 
 
 def enrolled_gallery(people: Mapping[str, Sequence[str]]) -> Path:

@@ -10,17 +10,16 @@ from facegate.vision.engine import EmbedderKind, FaceEngine
 
 
 def shared_load(engine: FaceEngine, models_dir: Path) -> Callable[..., FaceEngine]:
-    """FaceEngine.load that returns `engine`, already loaded, when called with exactly its
-    arguments (models folder, int8, 2 threads, the default gate); any other arguments load
-    for real. The CLI loads an engine at every in-process call that embeds (0.1-0.2 CPU-s)."""
+    """FaceEngine.load that returns `engine`, already loaded, when called with its models
+    folder, the int8 embedder and the default gate, whatever the thread count (a speed knob:
+    the session engine runs one); any other arguments load for real. The CLI loads an engine
+    at every in-process call that embeds (0.1-0.2 CPU-s)."""
     real_load = FaceEngine.load
 
     def load(
         folder: Path, embedder: EmbedderKind = "int8", threads: int = 2, *args: Any, **kw: Any
     ) -> FaceEngine:
-        if (Path(folder).resolve(), embedder, threads, args, kw) == (
-            models_dir.resolve(), "int8", 2, (), {}
-        ):  # fmt: skip
+        if (Path(folder).resolve(), embedder, args, kw) == (models_dir.resolve(), "int8", (), {}):
             return engine
         return real_load(folder, embedder, threads, *args, **kw)
 
