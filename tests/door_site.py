@@ -300,6 +300,7 @@ def make_site(
         recognition={**FAST, **(recognition or {})},
         mqtt_extra=mqtt_extra,
         signing={"algorithm": "ed25519", "key_file": "unlock.key"},
+        threads=1,  # three test workers share two cores: see conftest's engine
     )
     return Site(root, config, load_public_key(public_key_path(key_path)))
 

@@ -123,11 +123,13 @@ def write_config(
     device: str = "test",
     models_dir: Path = MODELS,
     signing: Mapping[str, object] | None = None,
+    threads: int | None = None,
 ) -> Path:
     """facegate.yaml next to enrollment.yaml, gallery.fgg, journal/ and hmac.key in path's dir.
 
     Each camera mapping is written as YAML flow style ({door: front, source: x, ...}).
-    `signing` ({algorithm, key_file}) replaces the old `signing_key_file: hmac.key`."""
+    `signing` ({algorithm, key_file}) replaces the old `signing_key_file: hmac.key`.
+    `threads`: models.threads (the daemon's default, 2, when None)."""
     # These scenes are still photos: exactly what liveness (on by default) refuses. Tests
     # of everything else switch it off; the liveness tests show live sequences with it on.
     rec = {"min_face_px": 60, "liveness": "off", **(recognition or {})}
@@ -138,7 +140,7 @@ def write_config(
         "cameras:",
         *(f"  - {_flow(camera)}" for camera in cameras),
         f"recognition: {_flow(rec)}",
-        f"models: {{dir: '{models_dir}'}}",
+        f"models: {{dir: '{models_dir}'{'' if threads is None else f', threads: {threads}'}}}",
         "enrollment: enrollment.yaml",
         "gallery: gallery.fgg",
         "journal: journal",
