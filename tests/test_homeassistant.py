@@ -198,7 +198,7 @@ def test_discovery_payload_is_home_assistants_device_schema() -> None:
     check_ha_schema(Topics("facegate", PREFIX, "pi.lan", DOOR).config, payload)
 
 
-@pytest.mark.serial  # asserts timing (1 s): run alone, after the parallel part
+@pytest.mark.serial  # asserts timing (1 s): run after the parallel part (one timing test per core)
 def test_announced_within_a_second_of_connecting_and_of_the_birth_message(
     tmp_path: Path, mosquitto: MosquittoBroker, outputs: list[HomeAssistantOutput]
 ) -> None:
