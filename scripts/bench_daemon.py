@@ -37,7 +37,6 @@ import base64
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -60,7 +59,7 @@ from paho.mqtt.properties import Properties
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 from broker import MosquittoBroker, free_port  # noqa: E402
-from rss_breakdown import status_kb, wait_log  # noqa: E402
+from rss_breakdown import facegate_run, status_kb  # noqa: E402
 from scenes import (  # noqa: E402
     empty_frame,
     fit,
@@ -344,23 +343,9 @@ def running_daemon(
     )
     with config.open("a") as more:
         more.write(extra)
-    log = root / f"{name}.log"
-    with log.open("wb") as out:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "facegate", "run", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        # After the first frame the daemon gives back what start-up alone needed.
-        wait_log(log, "memory after start", daemon, 60)
+    # After the first frame the daemon gives back what start-up alone needed.
+    with facegate_run(config, "memory after start", 60) as daemon:
         yield daemon
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(30)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
 
 
 def live_resident_folder(folder: Path, seconds: float) -> Path:

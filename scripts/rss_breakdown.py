@@ -28,6 +28,8 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +155,32 @@ def wait_log(log: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: fl
     raise RuntimeError(f"daemon not ready ({pattern!r}):\n{log.read_text(errors='replace')}")
 
 
+@contextmanager
+def facegate_run(
+    config: Path,
+    ready: str,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`facegate run --config config` (its log: `config` with .log), once `ready` (a regex)
+    is in its log; stopped with SIGTERM on the way out (its exit code in `.returncode`)."""
+    log = config.with_suffix(".log")
+    with log.open("wb") as out:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "facegate", "run", "--config", str(config)],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+        wait_log(log, ready, daemon, timeout)
+        yield daemon
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+
 def _site(root: Path, port: int, camera: str, frames: list[Any], extra: str) -> Path:
     """Key and enrollment (four residents; kept if there), a looping image-folder camera
     `camera` showing `frames`, and its config `<camera>.yaml` (one gallery for all) with
@@ -189,23 +217,10 @@ def _visits() -> list[Any]:
 
 def _one_start(config: Path, env: dict[str, str], settle: float) -> dict[str, Any]:
     """One `facegate run` until `settle` s after ready: its memory, then SIGTERM."""
-    log = config.with_suffix(".log")
-    with log.open("wb") as out:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "facegate", "run", "--config", str(config)],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    try:
-        wait_log(log, "ready: models loaded", daemon, 120)
+    with facegate_run(config, "ready: models loaded", 120, env) as daemon:
         time.sleep(settle)
         status = status_kb(daemon.pid)
         groups = smaps_groups(daemon.pid)
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(30)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
     return {"status_mb": {k: round(v / 1024, 1) for k, v in status.items()},
             "by_kind_mb": _by_kind(groups), "groups": groups}  # fmt: skip
 
