@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,6 +42,16 @@ def _resident_kb(pid: int | str, path: Path) -> int | None:
     return None
 
 
+def fresh_interpreter(code: str) -> dict[str, Any]:
+    """Run `code` in a new Python process (its own address space to measure); the JSON
+    object on its last line of output."""
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    found: dict[str, Any] = json.loads(run.stdout.splitlines()[-1])
+    return found
+
+
 def test_the_int8_embedder_file_is_not_kept_resident_once_loaded(models_dir: Path) -> None:
     # A fresh interpreter: no other test's interpreter maps the same file there.
     path = models_dir / MODEL_FILES["int8"]
@@ -56,10 +67,7 @@ def test_the_int8_embedder_file_is_not_kept_resident_once_loaded(models_dir: Pat
         "rows = [r for r in smaps_groups('self') if r['mapping'] == str(path.resolve())]\n"
         "print(json.dumps({'mapped': len(rows), 'rss_kb': sum(r['Rss'] for r in rows)}))\n"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    )
-    found = json.loads(run.stdout.splitlines()[-1])
+    found = fresh_interpreter(code)
     # Still mapped (the interpreter owns it) but not resident: 23 MB before the release.
     assert found["mapped"] == 1, found
     assert found["rss_kb"] < 2 * MB, found
@@ -122,10 +130,7 @@ def test_libraries_work_the_same_after_their_pages_are_dropped() -> None:
         "print(json.dumps({'released': released, 'resident': resident, 'dropped': dropped,\n"
         "                  'same': same}))\n"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    )
-    found = json.loads(run.stdout.splitlines()[-1])
+    found = fresh_interpreter(code)
     assert found["same"], found
     assert found["released"] > 10 * MB * 1024, found  # bytes: numpy's and OpenCV's libraries
     assert found["dropped"] < found["resident"] / 2, found
