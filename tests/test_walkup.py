@@ -151,15 +151,28 @@ def captured(tmp_path_factory: pytest.TempPathFactory, enrolled_site: Path, scen
 # --- the capture alone ------------------------------------------------------------------------
 
 
-def test_a_session_keeps_varied_sharp_photos_of_one_face(scene: Path, engine: FaceEngine) -> None:
-    gate = photo_gate(load_config(make_local_site(Path(tempfile.mkdtemp()) / "s")))
-    session = CaptureSession(
-        CaptureRequest("front", NEWCOMER, images=8),
+def local_photo_gate() -> PhotoGate:
+    """The photo gate of the local site's config."""
+    return photo_gate(load_config(make_local_site(Path(tempfile.mkdtemp()) / "s")))
+
+
+def newcomer_session(
+    engine: FaceEngine, gate: PhotoGate, images: int, liveness: PassiveLiveness | None = None
+) -> CaptureSession:
+    """A capture of NEWCOMER at the front door of an empty gallery, started at 0 s."""
+    return CaptureSession(
+        CaptureRequest("front", NEWCOMER, images=images),
         Matcher([], np.zeros((0, 128), np.float32)),
         0.9,
         lambda jpeg: _problem(engine, gate, jpeg),
         started=0.0,
+        liveness=liveness,
     )
+
+
+def test_a_session_keeps_varied_sharp_photos_of_one_face(scene: Path, engine: FaceEngine) -> None:
+    gate = local_photo_gate()
+    session = newcomer_session(engine, gate, images=8)
     outcome = None
     frames = sorted(scene.iterdir())
     for number, path in enumerate(frames):
@@ -499,15 +512,7 @@ def capture_rendered(
     keeps the frames' encodings for another capture of the same frames (the engine is
     stateless: a frame always encodes the same)."""
     encoded = [] if encoded is None else encoded
-    gate = photo_gate(load_config(make_local_site(Path(tempfile.mkdtemp()) / "s")))
-    session = CaptureSession(
-        CaptureRequest("front", NEWCOMER, images=3),
-        Matcher([], np.zeros((0, 128), np.float32)),
-        0.9,
-        lambda jpeg: _problem(engine, gate, jpeg),
-        started=0.0,
-        liveness=liveness,
-    )
+    session = newcomer_session(engine, local_photo_gate(), images=3, liveness=liveness)
     outcomes: list[object] = []
     for number, frame in enumerate(frames):
         if number == len(encoded):
