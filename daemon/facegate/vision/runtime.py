@@ -70,7 +70,7 @@ def load_interpreter(path: Path, threads: int) -> Any:
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"{path}: not a loadable TFLite model ({exc})") from exc
     logger.info("loaded %s with %s (%d threads)", path.name, name, threads)
-    if _fully_delegated(interpreter):
+    if _one_partition_for_all(*_partitions(interpreter)):
         released = release_file_pages(path)
         logger.debug("%s: %.1f MB of the mapped model file released", path.name, released / 2**20)
     return interpreter
@@ -162,7 +162,7 @@ class DelegationReport:
 
     @property
     def fully_delegated(self) -> bool:
-        return self.partitions == 1 and not self.undelegated
+        return _one_partition_for_all(self.partitions, self.undelegated)
 
 
 def delegation_report(interpreter: Any) -> DelegationReport:
@@ -172,8 +172,8 @@ def delegation_report(interpreter: Any) -> DelegationReport:
     return DelegationReport(partitions, undelegated, types)
 
 
-def _fully_delegated(interpreter: Any) -> bool:
-    partitions, undelegated = _partitions(interpreter)
+def _one_partition_for_all(partitions: int, undelegated: tuple[str, ...]) -> bool:
+    """Fully delegated: one XNNPACK partition and no node left outside it."""
     return partitions == 1 and not undelegated
 
 
