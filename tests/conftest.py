@@ -60,7 +60,8 @@ def engine(models_dir: Path) -> FaceEngine:
 
 @pytest.fixture(scope="session")
 def float_engine(models_dir: Path) -> FaceEngine:
-    return FaceEngine.load(models_dir, "float32")
+    """The float32 reference engine, one thread like `engine`."""
+    return FaceEngine.load(models_dir, "float32", threads=1)
 
 
 @pytest.fixture

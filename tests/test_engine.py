@@ -130,17 +130,9 @@ def test_stranger_stays_unknown(embedded: Embedded) -> None:
         assert not matcher.identify(probe, 0.9, 0.1).accepted, sample.path.name
 
 
-@pytest.fixture(scope="module")
-def float_engine_one_thread(models_dir: Path) -> FaceEngine:
-    """The float32 engine on one thread: its embedder is most of this file's CPU time, and a
-    second thread cost ~15% more CPU on the shared 2-core machine (the results are the
-    same model's; only the wall time of the one test that uses it grows)."""
-    return FaceEngine.load(models_dir, "float32", threads=1)
-
-
 def test_int8_agrees_with_float32(
     embedded_pass: tuple[Embedded, dict[Path, list[FaceEncoding]]],
-    float_engine_one_thread: FaceEngine,
+    float_engine: FaceEngine,
     celeb_dir: Path,
 ) -> None:
     """Same aligned faces through both embedders: cosine mean >= 0.995, min >= 0.99.
@@ -149,7 +141,6 @@ def test_int8_agrees_with_float32(
     The int8 side is the module's pass over the data set (engine.encode: every detection,
     then encode_detection of each), not a second run of the same int8 models.
     """
-    float_engine = float_engine_one_thread
     _, int8_faces = embedded_pass
     cosines = []
     people = set()
