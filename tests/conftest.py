@@ -11,7 +11,7 @@ import pytest
 from broker import MosquittoBroker
 from door_site import Daemon, Subscriber
 from facegate.vision.engine import FaceEngine
-from shared_engine import shared_load
+from shared_engine import sharing
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
@@ -65,9 +65,10 @@ def float_engine(models_dir: Path) -> FaceEngine:
 
 
 @pytest.fixture
-def share_the_engine(engine: FaceEngine, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def share_the_engine(engine: FaceEngine, models_dir: Path) -> Iterator[None]:
     """In-process CLI calls get the session engine instead of loading their own."""
-    monkeypatch.setattr(FaceEngine, "load", shared_load(engine, models_dir))
+    with sharing(engine, models_dir):
+        yield
 
 
 def celeb_image(person: str, split: str = "val", index: int = 0) -> Path:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from facegate.vision.engine import EmbedderKind, FaceEngine
 
@@ -24,3 +27,11 @@ def shared_load(engine: FaceEngine, models_dir: Path) -> Callable[..., FaceEngin
         return real_load(folder, embedder, threads, *args, **kw)
 
     return load
+
+
+@contextmanager
+def sharing(engine: FaceEngine, models_dir: Path) -> Iterator[None]:
+    """Within: FaceEngine.load is `shared_load(engine, models_dir)`."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(FaceEngine, "load", shared_load(engine, models_dir))
+        yield

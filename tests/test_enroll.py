@@ -24,7 +24,7 @@ from facegate.imageio import load_image
 from facegate.vision.engine import FaceEngine
 from facegate.vision.quality import QualityGate
 from facegate.vision.types import FaceEncoding, ImageArray
-from shared_engine import shared_load
+from shared_engine import sharing
 
 PEOPLE = ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna")
 PER_PERSON = 4
@@ -167,8 +167,7 @@ def cli_site(
     copy instead of enrolling again."""
     site = new_site(tmp_path_factory.mktemp("cli"), clean)
     table, report = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(FaceEngine, "load", shared_load(engine, models_dir))
+    with sharing(engine, models_dir):
         with contextlib.redirect_stdout(table):
             assert run_cli(site, models_dir) == 0
         with contextlib.redirect_stdout(report):
@@ -207,8 +206,7 @@ def grown_site(
     .bak. Built once; tests get a copy (images are keyed by their bytes, so the copy is the
     same gallery)."""
     site = copy_site(cli_site.site, tmp_path_factory.mktemp("grown") / "site")
-    with contextlib.redirect_stdout(io.StringIO()), pytest.MonkeyPatch.context() as patch:
-        patch.setattr(FaceEngine, "load", shared_load(engine, models_dir))
+    with contextlib.redirect_stdout(io.StringIO()), sharing(engine, models_dir):
         site.write({p: [f"imgs/{p}/"] for p in PEOPLE[:3]})
         assert run_cli(site, models_dir) == 0
         site.write({p: [f"imgs/{p}/"] for p in PEOPLE})
